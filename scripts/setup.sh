@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets optimem up on a fresh machine: a virtual environment in .venv with optimem and its extras.
+#   bash scripts/setup.sh          what `optimem demo` and the library need
+#   bash scripts/setup.sh --dev    also the test tools and the services tests start (redis-server,
+#                                  tesseract with English and Simplified Chinese)
+# Idempotent: a second run installs nothing new and takes a few seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+
+if ((dev)); then
+  need=()
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
+  if ! tesseract --list-langs 2>/dev/null | grep -q '^chi_sim$'; then need+=(tesseract-ocr-chi-sim); fi
+  if ((${#need[@]})); then
+    if [[ "$(id -u)" == 0 ]]; then
+      echo "optimem setup: apt-get install ${need[*]}" >&2
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+      echo "optimem setup: tests need ${need[*]}; install them with apt-get as root" >&2
+    fi
+  fi
+fi
+
+py=${PYTHON:-python3}
+[[ -x .venv/bin/python ]] || "$py" -m venv .venv
+pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
+# torch first and pinned: on CPU machines an unpinned torch pulls several GB of CUDA wheels.
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+  "${pip[@]}" install "torch==2.13.0"
+fi
+extras=all
+((dev)) && extras=all,dev
+"${pip[@]}" install -e ".[${extras}]"
