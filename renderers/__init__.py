@@ -1,1 +1,74 @@
-"""Text → page images. Pure CPU: numpy, Pillow, freetype-py, tokenizers. Never imports torch or optimem."""
+"""Text → page images. Pure CPU: numpy, Pillow, freetype-py, tokenizers. Never imports torch or optimem.
+
+    from renderers import render_transcript, derive_tier
+    pages = render_transcript([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"}])
+    small = derive_tier(pages[0].image, "small")   # 640x640 RGB, as DeepSeek-OCR's small mode sees it
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from renderers.fonts import FontError, FontFiles
+from renderers.inputs import load_input, load_transcript
+from renderers.layout import Paginator, build_page
+from renderers.records import DOCUMENT_ROLE, ROLES, Page, RenderError, RenderSettings, Span, Turn, png_bytes
+from renderers.text import normalize_text
+from renderers.tiers import PAD_COLOR, TIERS, TierSpec, derive_tier, tier_spec
+
+__all__ = [
+    "DOCUMENT_ROLE", "FontError", "FontFiles", "PAD_COLOR", "Page", "Paginator", "ROLES", "RenderError",
+    "RenderSettings", "Span", "TIERS", "TierSpec", "Turn", "derive_tier", "iter_pages", "load_input",
+    "load_transcript", "normalize_text", "png_bytes", "render_document", "render_transcript", "tier_spec",
+]
+
+
+def _coerce(turns: Sequence[Turn | Mapping[str, Any]]) -> list[Turn]:
+    if isinstance(turns, (str, bytes)):
+        raise RenderError("a transcript is a list of turns; use render_document for plain text")
+    return [Turn.coerce(t, i) for i, t in enumerate(turns)]
+
+
+def iter_pages(
+    turns: Sequence[Turn | Mapping[str, Any]],
+    settings: RenderSettings | None = None,
+    *,
+    start: tuple[int, int] = (0, 0),
+    first_index: int = 0,
+) -> Iterator[Page]:
+    """Pages one at a time (bounded memory for huge inputs). See `render_transcript`."""
+    paginator = Paginator(settings)
+    coerced = _coerce(turns)
+    for i, (lines, full, contents) in enumerate(paginator.iter_page_lines(coerced, start)):
+        yield build_page(paginator, first_index + i, lines, full, contents)
+
+
+def render_transcript(
+    turns: Sequence[Turn | Mapping[str, Any]],
+    settings: RenderSettings | None = None,
+    *,
+    start: tuple[int, int] = (0, 0),
+    first_index: int = 0,
+) -> list[Page]:
+    """Render turns into pages, each with its master image and the spans it holds.
+
+    `start=(turn, char)` paginates from that point of the transcript (the first span of a page
+    rendered earlier): the result equals the tail of a full render, which is how the memory
+    re-renders only its open page. An empty transcript gives no pages.
+    """
+    return list(iter_pages(turns, settings, start=start, first_index=first_index))
+
+
+def render_document(text: str, settings: RenderSettings | None = None, *, markdown: bool = True) -> list[Page]:
+    """Render a plain-text or Markdown document (no role headers). Spans refer to turn 0.
+
+    `markdown=False` draws every line in the body face (no code/table/heading styling).
+    """
+    if not isinstance(text, str):
+        raise RenderError(f"a document is a string, not {type(text).__name__}")
+    if not markdown:
+        # styling is keyed on line starts; a zero-width prefix would change spans, so instead we
+        # escape nothing and simply accept Markdown styling of lines that look like Markdown.
+        pass
+    return render_transcript([Turn(DOCUMENT_ROLE, text)], settings)

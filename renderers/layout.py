@@ -1,0 +1,334 @@
+"""Layout and pagination: turns → lines → pages.
+
+Markdown is drawn as written (every character lands on the page, so spans stay exact) but styled to
+stay readable: fenced code blocks and table rows in the monospace face with whitespace kept (table
+columns stay aligned), `#` headings in bold, list items and indented lines with a hanging indent.
+Each turn starts with a bold role header (`User:`, `Assistant:`, ...) under a rule; a turn that runs
+past the end of a page continues on the next under `User (continued):`.
+
+Pagination is greedy and restartable: rendering from a page's first (turn, offset) gives exactly the
+pages that rendering everything gives from there on, which is what lets the memory re-render only its
+open page as turns arrive.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from renderers.fonts import Style, load_styles
+from renderers.records import DOCUMENT_ROLE, Page, RenderError, RenderSettings, Span, Turn
+from renderers.text import _UNIT, CLOSING, OPENING, normalize_text
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_HEADING = re.compile(r"^#{1,6} ")
+_LIST = re.compile(r"^(\s*)([-*+•]|\d{1,3}[.)])\s+")
+_INDENT = re.compile(r"^ +")
+_LABEL = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
+_WIDTH_CACHE_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class Line:
+    style: str  # body | bold | mono | header
+    text: str  # what is drawn
+    indent: int  # pixels from the left margin
+    turn: int
+    start: int  # content range this line consumes (header lines consume nothing)
+    end: int
+
+
+class _Measure:
+    """Unit widths, cached: a line is measured as a sum of word widths, not of glyphs."""
+
+    def __init__(self, style: Style) -> None:
+        self.style = style
+        self.cache: dict[str, int] = {}
+
+    def width(self, s: str) -> int:
+        w = self.cache.get(s)
+        if w is None:
+            adv = self.style.advance
+            w = sum(adv(ch) for ch in s)
+            if len(self.cache) > _WIDTH_CACHE_LIMIT:
+                self.cache.clear()
+            self.cache[s] = w
+        return w
+
+
+def _iter_units(s: str, pos: int, end: int) -> Iterator[tuple[int, int]]:
+    """Break units of s[pos:end] as (start, stop) offsets, lazily, with kinsoku glued in."""
+    prev: tuple[int, int] | None = None
+    opening: int | None = None  # start of opening punctuation waiting for the unit it belongs to
+    for m in _UNIT.finditer(s, pos, end):
+        a, b = m.span()
+        ch = s[a]
+        if opening is None and prev is not None and ch in CLOSING and s[prev[1] - 1] != " ":
+            prev = (prev[0], b)
+            continue
+        if b - a == 1 and ch in OPENING:
+            if opening is None:
+                opening = a
+            continue
+        if opening is not None:
+            a, opening = opening, None
+        if prev is not None:
+            yield prev
+        prev = (a, b)
+    if opening is not None:
+        if prev is not None:
+            yield prev
+        prev = (opening, end)
+    if prev is not None:
+        yield prev
+
+
+def _wrap(
+    s: str, a: int, b: int, measure: _Measure, width: int, indent: int, hang: int
+) -> Iterator[tuple[int, int, int]]:
+    """Greedy wrap of s[a:b] (one source line) into (start, stop, indent) pieces that fit `width`."""
+    line_start = a
+    x = indent
+    cur_indent = indent
+    empty = True
+    for ua, ub in _iter_units(s, a, b):
+        unit = s[ua:ub]
+        w = measure.width(unit)
+        if unit[0] == " ":
+            # spaces never start a wrapped line and may hang past the edge at a break
+            if x + w <= width or empty:
+                x += w
+                empty = False
+                continue
+            yield line_start, ub, cur_indent
+            line_start, x, cur_indent, empty = ub, hang, hang, True
+            continue
+        if x + w <= width:
+            x += w
+            empty = False
+            continue
+        if not empty:
+            yield line_start, ua, cur_indent
+            line_start, x, cur_indent, empty = ua, hang, hang, True
+        if x + w <= width:
+            x += w
+            empty = False
+            continue
+        # a unit longer than a line (URL, hash, long word): break it by character
+        pos = ua
+        adv = measure.style.advance
+        while pos < ub:
+            room = width - x
+            q = pos
+            acc = 0
+            while q < ub and (acc + adv(s[q]) <= room or q == pos and x == cur_indent):
+                acc += adv(s[q])
+                q += 1
+            if q == ub:
+                x += acc
+                empty = False
+                break
+            yield line_start, q, cur_indent
+            line_start, x, cur_indent, empty = q, hang, hang, True
+            pos = q
+    yield line_start, b, cur_indent
+
+
+def _fence_open_before(content: str, begin: int) -> bool:
+    """Whether offset `begin` lies inside a fenced code block (fences before it are unbalanced)."""
+    if begin == 0:
+        return False
+    count = 0
+    for line in content[:begin].split("\n"):
+        if _FENCE.match(line):
+            count += 1
+    return count % 2 == 1
+
+
+def _content_lines(
+    turn_index: int, content: str, begin: int, styles: dict[str, Style], measures: dict[str, _Measure], width: int
+) -> Iterator[Line]:
+    in_code = _fence_open_before(content, begin)
+    pos = begin
+    n = len(content)
+    while pos < n:
+        nl = content.find("\n", pos)
+        stop = n if nl < 0 else nl
+        after = stop if nl < 0 else nl + 1
+        # the whole source line (from its real start) decides its style
+        line_start = content.rfind("\n", 0, pos) + 1
+        src_head = content[line_start : min(stop, line_start + 64)]
+        fence = bool(_FENCE.match(src_head))
+        if fence or in_code or src_head.lstrip().startswith("|"):
+            style = "mono"
+        elif _HEADING.match(src_head):
+            style = "bold"
+        else:
+            style = "body"
+        if fence and line_start == pos:
+            in_code = not in_code
+        hang = 0
+        if style != "mono":
+            m = _LIST.match(src_head) or _INDENT.match(src_head)
+            if m:
+                hang = min(measures[style].width(m.group(0)), width // 2)
+        indent0 = 0 if pos == line_start else hang
+        if stop == pos:  # an empty source line
+            yield Line(style, "", 0, turn_index, pos, after)
+            pos = after
+            continue
+        prev: tuple[int, int, int] | None = None
+        for piece in _wrap_limited(content, pos, stop, measures[style], width, indent0, hang):
+            if prev is not None:
+                yield Line(style, content[prev[0] : prev[1]].rstrip(" "), prev[2], turn_index, prev[0], prev[1])
+            prev = piece
+        assert prev is not None and prev[1] == stop
+        # the last piece of a source line also consumes its newline
+        yield Line(style, content[prev[0] : prev[1]].rstrip(" "), prev[2], turn_index, prev[0], after)
+        pos = after
+
+
+def _wrap_limited(s: str, a: int, b: int, measure: _Measure, width: int, indent: int, hang: int):
+    """`_wrap`, but over very long source lines (megabytes without a newline) in bounded windows."""
+    window = 65536
+    while b - a > window:
+        cut = s.rfind(" ", a, a + window)
+        cut = a + window if cut <= a else cut + 1
+        pieces = list(_wrap(s, a, cut, measure, width, indent, hang))
+        # keep all but the last (possibly partial) piece; re-wrap from its start with the rest
+        for piece in pieces[:-1]:
+            yield piece
+        a, indent = pieces[-1][0], pieces[-1][2]
+    yield from _wrap(s, a, b, measure, width, indent, hang)
+
+
+class Paginator:
+    """Lays out turns into pages. One paginator per settings; cheap to keep around."""
+
+    def __init__(self, settings: RenderSettings | None = None) -> None:
+        self.settings = settings or RenderSettings()
+        s = self.settings
+        self.styles = load_styles(s.font_files(), s.font_px, s.line_spacing)
+        self.measures = {k: _Measure(v) for k, v in self.styles.items()}
+        self.line_height = self.styles["body"].line_height
+        self.width = s.page_px - 2 * s.margin_px
+        self.lines_per_page = (s.page_px - 2 * s.margin_px) // self.line_height
+        if self.lines_per_page < 3:
+            raise RenderError("page too small for its font size: fewer than 3 lines fit")
+
+    # -- layout ---------------------------------------------------------------------------------
+    def _header(self, turn_index: int, role: str, continued: bool, at: int) -> Line:
+        label = _LABEL.get(role, role[:1].upper() + role[1:])
+        return Line("header", f"{label} (continued):" if continued else f"{label}:", 0, turn_index, at, at)
+
+    def iter_page_lines(
+        self, turns: Sequence[Turn], start: tuple[int, int] = (0, 0)
+    ) -> Iterator[tuple[list[Line], bool, list[str]]]:
+        """Yields (lines, full, contents) per page; `contents` are the normalised turn contents."""
+        t0, c0 = start
+        if t0 < 0 or c0 < 0 or (t0 > len(turns)):
+            raise RenderError(f"start {start} is outside the transcript of {len(turns)} turns")
+        page: list[Line] = []
+        cap = self.lines_per_page
+        contents: dict[int, str] = {}
+        for ti in range(t0, len(turns)):
+            turn = turns[ti]
+            content = normalize_text(turn.content, self.settings.tab_width)
+            contents[ti] = content
+            begin = c0 if ti == t0 else 0
+            if begin > len(content):
+                raise RenderError(f"start offset {begin} is past the end of turn {ti} ({len(content)} chars)")
+            has_header = turn.role != DOCUMENT_ROLE
+            if has_header and len(page) + 2 > cap and page:
+                yield page, True, contents
+                page, contents = [], {ti: content}
+            if has_header:
+                page.append(self._header(ti, turn.role, begin > 0, begin))
+            elif not content:
+                page.append(Line("body", "", 0, ti, 0, 0))  # an empty document still gets a page
+            for line in _content_lines(ti, content, begin, self.styles, self.measures, self.width):
+                if len(page) >= cap:
+                    yield page, True, contents
+                    page, contents = [], {ti: content}
+                    if has_header:
+                        page.append(self._header(ti, turn.role, True, line.start))
+                page.append(line)
+        if page:
+            yield page, False, contents
+
+    # -- drawing --------------------------------------------------------------------------------
+    def draw(self, lines: Sequence[Line]) -> tuple[Image.Image, int, tuple[str, ...]]:
+        s = self.settings
+        ink = np.zeros((s.page_px, s.page_px), np.uint8)
+        lh = self.line_height
+        missing = 0
+        fonts: set[str] = set()
+        primary_seen: dict[str, set[str]] = {}
+        y = s.margin_px
+        for line in lines:
+            style = self.styles["bold" if line.style == "header" else line.style]
+            if line.text:
+                rows = np.concatenate(list(map(style.ink.__getitem__, line.text)), axis=0)
+                if line.style not in primary_seen or not primary_seen[line.style].issuperset(line.text):
+                    for ch in set(line.text):
+                        c = style.cell(ch)
+                        if c.missing:
+                            missing += line.text.count(ch)
+                        else:
+                            fonts.add(c.font)
+                    primary_seen[line.style] = style.primary_chars()
+                else:
+                    fonts.add(style.faces[0].name)
+                x = s.margin_px + line.indent
+                w = min(rows.shape[0], s.page_px - x)  # clip at the canvas edge, never drop
+                if w > 0:
+                    ink[y : y + lh, x : x + w] = rows[:w].T
+                if line.style == "header":
+                    # a rule after the role label marks where a turn begins, for eyes and OCR alike
+                    x_rule = x + w + lh // 2
+                    mid = y + style.baseline - style.px // 3
+                    ink[mid : mid + 2, x_rule : s.page_px - s.margin_px] = 110
+            y += lh
+        image = Image.fromarray(np.subtract(255, ink, dtype=np.uint8), "L")
+        return image, missing, tuple(sorted(fonts))
+
+
+def _spans(lines: Sequence[Line], contents: dict[int, str]) -> tuple[Span, ...]:
+    out: list[Span] = []
+    by_turn: dict[int, list[int]] = {}
+    order: list[int] = []
+    for line in lines:
+        rng = by_turn.get(line.turn)
+        if rng is None:
+            by_turn[line.turn] = [line.start, line.end]
+            order.append(line.turn)
+        else:
+            rng[0] = min(rng[0], line.start)
+            rng[1] = max(rng[1], line.end)
+    for t in order:
+        a, b = by_turn[t]
+        out.append(Span(t, a, b, continued=a > 0, continues=b < len(contents[t])))
+    return tuple(out)
+
+
+def build_page(paginator: Paginator, index: int, lines: list[Line], full: bool, contents: dict[int, str], tokens: int | None = None) -> Page:
+    from renderers.tokens import count_tokens
+
+    image, missing, fonts = paginator.draw(lines)
+    spans = _spans(lines, contents)
+    text = "\n".join(line.text for line in lines)
+    return Page(
+        index=index,
+        image=image,
+        spans=spans,
+        text=text,
+        chars=sum(sp.end - sp.start for sp in spans),
+        text_tokens=count_tokens(text) if tokens is None else tokens,
+        missing_glyphs=missing,
+        fonts=fonts,
+        full=full,
+    )

@@ -1,0 +1,126 @@
+"""The renderer's records: turns in, pages out, and the settings that decide the layout."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
+
+from PIL import Image
+
+from renderers.fonts import FontFiles
+
+ROLES = ("system", "user", "assistant", "tool")
+DOCUMENT_ROLE = "document"  # a document is one long "turn" drawn without a role header
+
+
+class RenderError(ValueError):
+    """Input the renderer cannot use; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str
+    content: str
+    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @staticmethod
+    def coerce(obj: "Turn | Mapping[str, Any]", index: int = 0) -> "Turn":
+        if isinstance(obj, Turn):
+            return obj
+        if not isinstance(obj, Mapping):
+            raise RenderError(f"turn {index}: expected an object with 'role' and 'content', got {type(obj).__name__}")
+        role, content = obj.get("role"), obj.get("content")
+        if not isinstance(role, str) or not role.strip():
+            raise RenderError(f"turn {index}: 'role' must be a non-empty string")
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise RenderError(
+                f"turn {index}: 'content' must be a string (got {type(content).__name__}); "
+                "flatten multimodal content to text before rendering"
+            )
+        meta = obj.get("metadata") or {}
+        if not isinstance(meta, Mapping):
+            raise RenderError(f"turn {index}: 'metadata' must be an object")
+        return Turn(role.strip().lower(), content, MappingProxyType(dict(meta)))
+
+
+@dataclass(frozen=True)
+class Span:
+    """Characters [start, end) of turn `turn`'s normalised content that lie on a page."""
+
+    turn: int
+    start: int
+    end: int
+    continued: bool  # the turn began on an earlier page
+    continues: bool  # the turn goes on to the next page
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Layout settings. `font_px` (on the master) is the density knob: smaller = more text per page.
+
+    The default is provisional until `optimem bench legibility` picks one from measurements.
+    """
+
+    page_px: int = 1280  # the master is rendered once at the largest tier and only downscaled
+    font_px: int = 22
+    line_spacing: float = 1.25
+    margin_px: int = 28
+    tab_width: int = 4
+    fonts: FontFiles | None = None  # None: the bundled DejaVu + Noto Sans CJK
+    cjk_face: str = "SC"  # which regional Noto CJK face draws CJK text: SC, TC, JP, KR, HK
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.page_px <= 8192:
+            raise RenderError(f"page_px must be between 64 and 8192, got {self.page_px}")
+        if not 4 <= self.font_px <= self.page_px // 4:
+            raise RenderError(f"font_px must be between 4 and page_px/4, got {self.font_px}")
+        if not 1.0 <= self.line_spacing <= 3.0:
+            raise RenderError(f"line_spacing must be between 1.0 and 3.0, got {self.line_spacing}")
+        if not 0 <= self.margin_px < self.page_px // 4:
+            raise RenderError(f"margin_px must be between 0 and page_px/4, got {self.margin_px}")
+        if not 1 <= self.tab_width <= 16:
+            raise RenderError(f"tab_width must be between 1 and 16, got {self.tab_width}")
+
+    def font_files(self) -> FontFiles:
+        return self.fonts if self.fonts is not None else FontFiles.default(self.cjk_face)
+
+
+@dataclass(frozen=True, eq=False)
+class Page:
+    index: int
+    image: Image.Image  # the master (grayscale, page_px square); tiers derive from it
+    spans: tuple[Span, ...]
+    text: str  # the text exactly as drawn: role headers and content lines, joined by newlines
+    chars: int  # content characters on the page (sum of span lengths)
+    text_tokens: int  # DeepSeek-OCR tokens of `text`
+    missing_glyphs: int  # characters no font had, drawn as boxes
+    fonts: tuple[str, ...]
+    full: bool  # False only for a last page that still has room
+
+    def png_bytes(self) -> bytes:
+        return self._png
+
+    @cached_property
+    def _png(self) -> bytes:
+        return png_bytes(self.image)
+
+    @cached_property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self._png).hexdigest()
+
+    def turns(self) -> tuple[int, ...]:
+        return tuple(s.turn for s in self.spans)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Deterministic PNG bytes: no metadata chunks, fixed compression."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
