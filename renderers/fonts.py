@@ -135,17 +135,15 @@ class Style:
         # line's arrays come from one C-level `map(self.ink.__getitem__, text)`.
         self._cells = _CellCache(self._make_cell)
         self.ink = _InkCache(self._cells)
+        self.widths = _WidthCache(self.ink)  # char -> advance in pixels
+        self.words = _WordInkCache(self.ink)  # short word (with its trailing spaces) -> ink
+        self.missing_chars: set[str] = set()  # characters no face of the stack has
 
     def cell(self, ch: str) -> Cell:
         return self._cells[ch]
 
     def advance(self, ch: str) -> int:
-        return self.ink[ch].shape[0]
-
-    def primary_chars(self) -> set[str]:
-        """Characters drawn so far by the first face of the stack (fast path for font records)."""
-        name = self.faces[0].name
-        return {ch for ch, c in self._cells.items() if c.font == name}
+        return self.widths[ch]
 
     def _make_cell(self, ch: str) -> Cell:
         h = self.line_height
@@ -159,6 +157,7 @@ class Style:
                 if self.mono_cell and adv <= self.mono_cell:
                     adv = self.mono_cell
                 return Cell(_place(bmp, left, self.baseline - top, h, max(adv, 1)), face.name)
+        self.missing_chars.add(ch)
         return Cell(_missing_box(h, self.px, self.baseline), "missing", missing=True)
 
 
@@ -182,6 +181,35 @@ class _InkCache(dict):
         # concatenation along axis 0, one memcpy per glyph instead of a strided copy
         ink = self[ch] = np.ascontiguousarray(self._cells[ch].ink.T)
         return ink
+
+
+class _WordInkCache(dict):
+    """Whole words are the unit of drawing for spaced scripts: a line is ~15 word arrays instead of
+    ~80 glyph arrays, and words repeat. Bounded: cleared when it grows past LIMIT entries."""
+
+    LIMIT = 50_000
+
+    def __init__(self, ink: _InkCache) -> None:
+        super().__init__()
+        self._ink = ink
+
+    def __missing__(self, word: str) -> np.ndarray:
+        arr = np.concatenate(list(map(self._ink.__getitem__, word)), axis=0)
+        if len(word) <= 24:
+            if len(self) >= self.LIMIT:
+                self.clear()
+            self[word] = arr
+        return arr
+
+
+class _WidthCache(dict):
+    def __init__(self, ink: _InkCache) -> None:
+        super().__init__()
+        self._ink = ink
+
+    def __missing__(self, ch: str) -> int:
+        w = self[ch] = self._ink[ch].shape[0]
+        return w
 
 
 def _place(bmp: np.ndarray, x: int, y: int, h: int, w: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from renderers.fonts import Style, load_styles
 from renderers.records import DOCUMENT_ROLE, Page, RenderError, RenderSettings, Span, Turn
-from renderers.text import _UNIT, CLOSING, OPENING, normalize_text
+from renderers.text import _UNIT, CJK_RUN, CLOSING, OPENING, normalize_text
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^#{1,6} ")
@@ -30,6 +30,7 @@ _LIST = re.compile(r"^(\s*)([-*+•]|\d{1,3}[.)])\s+")
 _INDENT = re.compile(r"^ +")
 _LABEL = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 _WIDTH_CACHE_LIMIT = 200_000
+_WORDS = re.compile(r"[^ ]+ *| +")  # words with their trailing spaces: concatenated, they give the line back
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class _Measure:
     def width(self, s: str) -> int:
         w = self.cache.get(s)
         if w is None:
-            adv = self.style.advance
-            w = sum(adv(ch) for ch in s)
+            w = sum(map(self.style.widths.__getitem__, s))
+            if len(s) > 48:
+                return w  # long runs (CJK paragraphs, URLs) rarely repeat: don't keep them
             if len(self.cache) > _WIDTH_CACHE_LIMIT:
                 self.cache.clear()
             self.cache[s] = w
@@ -87,6 +89,31 @@ def _iter_units(s: str, pos: int, end: int) -> Iterator[tuple[int, int]]:
         yield prev
 
 
+def _fit(s: str, pos: int, stop: int, room: int, adv, at_line_start: bool, cjk: bool) -> int:
+    """How far s[pos:stop] fills `room` pixels: the end offset q (at least pos+1 at a line start).
+
+    Inside a CJK run a line may end between any two characters, except that a closing mark is
+    pulled onto the line it closes (hanging past the edge by one glyph) and an opening mark is
+    pushed to the next line.
+    """
+    q = pos
+    acc = 0
+    while q < stop:
+        a = adv(s[q])
+        if acc + a > room:
+            break
+        acc += a
+        q += 1
+    if q == pos and at_line_start:
+        q = pos + 1  # a glyph wider than the line: it still has to go somewhere
+    if cjk and q < stop:
+        while q < stop and s[q] in CLOSING:
+            q += 1
+        while q - 1 > pos and s[q - 1] in OPENING:
+            q -= 1
+    return q
+
+
 def _wrap(
     s: str, a: int, b: int, measure: _Measure, width: int, indent: int, hang: int
 ) -> Iterator[tuple[int, int, int]]:
@@ -95,10 +122,13 @@ def _wrap(
     x = indent
     cur_indent = indent
     empty = True
+    adv = measure.style.widths.__getitem__
     for ua, ub in _iter_units(s, a, b):
-        unit = s[ua:ub]
-        w = measure.width(unit)
-        if unit[0] == " ":
+        if ub - ua > width:  # certainly wider than the line (every glyph is >= 1 px): skip measuring
+            w = width + 1
+        else:
+            w = measure.width(s[ua:ub])
+        if s[ua] == " ":
             # spaces never start a wrapped line and may hang past the edge at a break
             if x + w <= width or empty:
                 x += w
@@ -111,28 +141,27 @@ def _wrap(
             x += w
             empty = False
             continue
-        if not empty:
+        cjk = CJK_RUN.match(s, ua) is not None
+        if not empty and not cjk:
             yield line_start, ua, cur_indent
             line_start, x, cur_indent, empty = ua, hang, hang, True
-        if x + w <= width:
-            x += w
-            empty = False
-            continue
-        # a unit longer than a line (URL, hash, long word): break it by character
+            if x + w <= width:
+                x += w
+                empty = False
+                continue
+        # a CJK run breaks between characters; anything else longer than a line (URL, hash,
+        # long word) breaks by character
         pos = ua
-        adv = measure.style.advance
         while pos < ub:
-            room = width - x
-            q = pos
-            acc = 0
-            while q < ub and (acc + adv(s[q]) <= room or q == pos and x == cur_indent):
-                acc += adv(s[q])
-                q += 1
+            q = _fit(s, pos, ub, width - x, adv, empty, cjk)
             if q == ub:
-                x += acc
+                x += measure.width(s[pos:ub])
                 empty = False
                 break
-            yield line_start, q, cur_indent
+            if q == pos:  # nothing fits on this (non-empty) line
+                yield line_start, pos, cur_indent
+            else:
+                yield line_start, q, cur_indent
             line_start, x, cur_indent, empty = q, hang, hang, True
             pos = q
     yield line_start, b, cur_indent
@@ -267,22 +296,23 @@ class Paginator:
         lh = self.line_height
         missing = 0
         fonts: set[str] = set()
-        primary_seen: dict[str, set[str]] = {}
+        seen_by_style: dict[Style, set[str]] = {}
         y = s.margin_px
         for line in lines:
             style = self.styles["bold" if line.style == "header" else line.style]
             if line.text:
-                rows = np.concatenate(list(map(style.ink.__getitem__, line.text)), axis=0)
-                if line.style not in primary_seen or not primary_seen[line.style].issuperset(line.text):
-                    for ch in set(line.text):
-                        c = style.cell(ch)
-                        if c.missing:
-                            missing += line.text.count(ch)
-                        else:
-                            fonts.add(c.font)
-                    primary_seen[line.style] = style.primary_chars()
-                else:
-                    fonts.add(style.faces[0].name)
+                if " " in line.text:
+                    rows = np.concatenate(list(map(style.words.__getitem__, _WORDS.findall(line.text))), axis=0)
+                else:  # unspaced text (CJK): glyph by glyph
+                    rows = np.concatenate(list(map(style.ink.__getitem__, line.text)), axis=0)
+                chars = set(line.text)
+                seen = seen_by_style.setdefault(style, set())
+                new = chars - seen
+                if new:
+                    seen |= new
+                    fonts.update(style.cell(ch).font for ch in new)
+                if style.missing_chars and not chars.isdisjoint(style.missing_chars):
+                    missing += sum(line.text.count(ch) for ch in chars & style.missing_chars)
                 x = s.margin_px + line.indent
                 w = min(rows.shape[0], s.page_px - x)  # clip at the canvas edge, never drop
                 if w > 0:
@@ -293,6 +323,7 @@ class Paginator:
                     mid = y + style.baseline - style.px // 3
                     ink[mid : mid + 2, x_rule : s.page_px - s.margin_px] = 110
             y += lh
+        fonts.discard("missing")
         image = Image.fromarray(np.subtract(255, ink, dtype=np.uint8), "L")
         return image, missing, tuple(sorted(fonts))
 

@@ -27,11 +27,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_REMOVE = dict.fromkeys(
-    [0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x200E, 0x200F]
-    + list(range(0x202A, 0x202F))
-    + list(range(0x2066, 0x206A))
-)
+# zero-width characters and bidi controls: removed (a regex: str.translate is per-character Python)
+_REMOVE = re.compile("[\u200b-\u200f\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -43,9 +40,12 @@ def normalize_text(text: str, tab_width: int = 4) -> str:
     if _SURROGATE.search(text):
         text = _SURROGATE.sub("\ufffd", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = unicodedata.normalize("NFC", text)
-    text = text.translate(_REMOVE)
-    text = _CONTROL.sub("\ufffd", text)
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    if _REMOVE.search(text):
+        text = _REMOVE.sub("", text)
+    if _CONTROL.search(text):
+        text = _CONTROL.sub("\ufffd", text)
     if "\t" in text:
         text = "\n".join(_expand_tabs(line, tab_width) for line in text.split("\n"))
     return text
@@ -72,8 +72,11 @@ _CJK = (
     "\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31f0-\u31ff"
     "\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef"
 )
-# Units: a run of spaces, one CJK character, or a run of anything else that is not a space.
-_UNIT = re.compile(f"( +|[{_CJK}]|[^ {_CJK}]+)")
+# Units: a run of spaces, a run of CJK characters (breakable between any two, see layout), or a
+# run of anything else that is not a space. Whole CJK runs keep the per-unit overhead per run,
+# not per character.
+_UNIT = re.compile(f"( +|[{_CJK}]+|[^ {_CJK}]+)")
+CJK_RUN = re.compile(f"[{_CJK}]")
 CLOSING = set("，。、．：；！？）］｝〕〉》」』】〙〗〟’”｠»‥…ー々ゝゞヽヾぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮヵヶ.,;:!?)]}%")
 OPENING = set("（［｛〔〈《「『【〘〖〝‘“｟«([{")
 
