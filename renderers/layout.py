@@ -328,7 +328,7 @@ class Paginator:
         return image, missing, tuple(sorted(fonts))
 
 
-def _spans(lines: Sequence[Line], contents: dict[int, str]) -> tuple[Span, ...]:
+def page_spans(lines: Sequence[Line], contents: dict[int, str]) -> tuple[Span, ...]:
     out: list[Span] = []
     by_turn: dict[int, list[int]] = {}
     order: list[int] = []
@@ -350,7 +350,7 @@ def build_page(paginator: Paginator, index: int, lines: list[Line], full: bool, 
     from renderers.tokens import count_tokens
 
     image, missing, fonts = paginator.draw(lines)
-    spans = _spans(lines, contents)
+    spans = page_spans(lines, contents)
     text = "\n".join(line.text for line in lines)
     return Page(
         index=index,

@@ -1,0 +1,481 @@
+"""Planning: which turns stay text, which pages are shown at which tier, which are dropped.
+
+What a plan does, in order (each step documented because a user must be able to say why a turn is
+blurred):
+
+1. **Budget.** `available = budget - policy.reserve_tokens` (room for the reply and the system prompt
+   is the caller's to reserve). The plan's `total_tokens` never exceeds `available`.
+2. **Text.** The newest turn is always text; then the most recent `recent_turns` turns (also bounded
+   by `recent_tokens` when set, and by `recent_share` of the budget so that pages keep room). Turns that are not on any sealed page yet (the memory's open page)
+   must be text. If the recent turns do not fit, the oldest of them become pages instead: the recent
+   turns that fit win. If the newest turn, or the turns not yet on a page, do not fit at all, or the
+   pinned turns do not fit in what is left, planning raises `PolicyError`: never a silent overflow.
+   Pinned turns are text. Turns flagged *exact* (see `detect_exact`) are text while they fit in
+   `exact_share` of the budget, newest first.
+3. **Pages.** A page is shown when at least one of its turns is not text (a page that straddles the
+   text boundary is shown whole, so its text-side turn appears twice: once blurred, once sharp). Its
+   tier starts from the age schedule (age of its last turn, in turns, tokens or seconds) and its floor
+   (the coarsest tier it reached in an earlier plan: forgetting is monotone). Older pages are never
+   sharper than newer ones.
+4. **Fitting.** While pages cost more than what is left, coarsen: each step moves the oldest pages of
+   one tier down one tier (the last step drops them). Steps are taken in order of least value lost per
+   token saved, where a page's value at a tier is `text_tokens x fidelity(tier)` from the ladder (the
+   legibility benchmark's measurements, or the paper's). So the plan maximises the text tokens kept
+   times their expected fidelity under the budget, subject to age order, greedily by step.
+
+Plans are cheap: everything is prefix sums and bisections over the pages, plus one pass to emit
+segments; `Planner` keeps its arrays between turns for incremental planning.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import attrgetter
+from typing import Any, Literal
+
+from policies.ladder import Ladder, PolicyError
+
+
+_INDEX, _TOKENS, _TIMESTAMP = attrgetter("index"), attrgetter("tokens"), attrgetter("timestamp")
+_FIRST, _LAST, _TEXT_TOKENS, _FLOOR = attrgetter("first_turn"), attrgetter("last_turn"), attrgetter("text_tokens"), attrgetter("floor")
+
+
+@dataclass(frozen=True)
+class TurnInfo:
+    index: int
+    tokens: int
+    pinned: bool = False
+    exact: bool = False
+    timestamp: float | None = None  # seconds; non-decreasing over turns when the schedule uses seconds
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    index: int
+    first_turn: int
+    last_turn: int
+    text_tokens: int
+    floor: str | None = None  # coarsest tier this page reached before ("dropped" included)
+    partial_last: bool = False  # its last turn continues on a later (maybe not yet sealed) page
+
+    @property
+    def turns(self) -> range:
+        return range(self.first_turn, self.last_turn + 1)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Age decay: a page of age <= limits[i] gets at most ladder tier i; older ones the next tier.
+
+    With as many limits as the ladder has tiers, pages older than the last limit are dropped by age.
+    """
+
+    unit: Literal["turns", "tokens", "seconds"] = "turns"
+    limits: tuple[float, ...] = (12, 40, 100)
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("turns", "tokens", "seconds"):
+            raise PolicyError(f"schedule unit must be turns, tokens or seconds, not {self.unit!r}")
+        if list(self.limits) != sorted(self.limits) or any(x < 0 for x in self.limits):
+            raise PolicyError("schedule limits must be non-negative and increasing")
+
+
+@dataclass(frozen=True)
+class Policy:
+    recent_turns: int = 6
+    recent_tokens: int | None = None
+    schedule: Schedule = field(default_factory=Schedule)
+    reserve_tokens: int = 0
+    exact_share: float = 0.25
+    recent_share: float = 0.5  # recent turns beyond the newest take at most this share of the budget
+
+    def __post_init__(self) -> None:
+        if self.recent_turns < 1:
+            raise PolicyError("recent_turns must be at least 1 (the newest turn is always text)")
+        if not 0.0 <= self.exact_share <= 1.0:
+            raise PolicyError("exact_share must be within 0..1")
+        if not 0.0 <= self.recent_share <= 1.0:
+            raise PolicyError("recent_share must be within 0..1")
+        if self.reserve_tokens < 0:
+            raise PolicyError("reserve_tokens must be >= 0")
+
+
+@dataclass(frozen=True)
+class Segment:
+    kind: Literal["text", "page", "dropped"]
+    tier: str | None  # None for text
+    tokens: int
+    turns: range
+    pages: range = range(0)
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "tier": self.tier, "tokens": self.tokens, "turns": list(self.turns)}
+        if self.pages:
+            out["pages"] = [self.pages.start, self.pages.stop - 1]
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    segments: tuple[Segment, ...]
+    budget: int
+    available: int
+    total_tokens: int
+    text_tokens_represented: int
+    page_text_tokens: int  # text tokens of the pages shown as images
+    page_tokens: int  # what those pages cost
+    tier_runs: tuple[tuple[int, int, str], ...] = ()  # (first page, stop page, tier or "dropped")
+
+    @property
+    def page_tiers(self) -> tuple[tuple[int, str], ...]:
+        """(page index, tier or "dropped") for every page the plan shows or drops, oldest first."""
+        return tuple((p, t) for a, b, t in sorted(self.tier_runs) for p in range(a, b))
+
+    @property
+    def dropped(self) -> tuple[Segment, ...]:
+        return tuple(s for s in self.segments if s.kind == "dropped")
+
+    @property
+    def compression(self) -> float:
+        """Text tokens the shown pages hold per token they cost (0 when no page is shown)."""
+        return self.page_text_tokens / self.page_tokens if self.page_tokens else 0.0
+
+    def floors(self) -> dict[int, str]:
+        """What the memory persists so the next plan never shows these pages sharper."""
+        return {p: t for a, b, t in self.tier_runs for p in range(a, b)}
+
+    def explain(self) -> str:
+        lines = []
+        for s in self.segments:
+            span = f"turn {s.turns.start}" if len(s.turns) == 1 else f"turns {s.turns.start}-{s.turns.stop - 1}"
+            if s.kind == "text":
+                lines.append(f"{span}: raw text, {s.tokens} tokens ({s.reason})")
+            else:
+                n = len(s.pages)
+                pages = f"page {s.pages.start}" if n == 1 else f"pages {s.pages.start}-{s.pages.stop - 1}"
+                what = "dropped" if s.kind == "dropped" else f"{s.tier} ({s.tokens} tokens)"
+                lines.append(f"{span} ({pages}): {what}, {s.reason}")
+        lines.append(
+            f"total {self.total_tokens}/{self.available} tokens; {self.text_tokens_represented} text tokens "
+            f"represented; pages {self.page_text_tokens}->{self.page_tokens} ({self.compression:.1f}x)"
+        )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "segments": [s.to_json() for s in self.segments],
+            "total_tokens": self.total_tokens,
+            "text_tokens_represented": self.text_tokens_represented,
+            "budget": self.budget,
+            "available": self.available,
+            "page_text_tokens": self.page_text_tokens,
+            "page_tokens": self.page_tokens,
+            "compression": round(self.compression, 3),
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json())
+
+
+class Planner:
+    """Holds the per-turn and per-page arrays so that planning after one new turn is cheap.
+
+    `plan(...)` (the function) builds one for a single call; a memory keeps one and calls `extend`.
+    """
+
+    def __init__(self, ladder: Ladder, policy: Policy | None = None) -> None:
+        self.ladder = ladder
+        self.policy = policy or Policy()
+        limits = self.policy.schedule.limits
+        # a schedule written for a longer ladder keeps its first limits; the coarsest tier takes the rest
+        self._limits = limits if len(limits) <= len(ladder.tiers) else limits[: len(ladder.tiers) - 1]
+        self.turns: list[TurnInfo] = []
+        self.pages: list[PageInfo] = []
+        self._pre = [0]  # token prefix sums over turns
+        self._ts: list[float] = []
+        self._lasts: list[int] = []
+        self._firsts: list[int] = []
+        self._floor_idx: list[int] = []  # per page, -1 for none
+        self._ptext_pre = [0]  # page text-token prefix sums
+
+    def extend(self, turns: Sequence[TurnInfo] = (), pages: Sequence[PageInfo] = ()) -> None:
+        if turns:
+            base = len(self.turns)
+            if list(map(_INDEX, turns)) != list(range(base, base + len(turns))):
+                raise PolicyError(f"turn indices must be consecutive from {base}")
+            toks = list(map(_TOKENS, turns))
+            if min(toks) < 0:
+                raise PolicyError("a turn has negative tokens")
+            self.turns.extend(turns)
+            self._pre.extend(accumulate(toks, initial=self._pre[-1]))
+            del self._pre[-len(toks) - 1]  # accumulate repeats the initial value
+            stamps = list(map(_TIMESTAMP, turns))
+            self._ts.extend(math.nan if x is None else x for x in stamps) if None in stamps else self._ts.extend(stamps)
+        if pages:
+            base = len(self.pages)
+            lasts = list(map(_LAST, pages))
+            firsts = list(map(_FIRST, pages))
+            prev_last = self._lasts[-1] if self._lasts else -1
+            if (
+                list(map(_INDEX, pages)) != list(range(base, base + len(pages)))
+                or lasts[0] < prev_last
+                or lasts != sorted(lasts)
+                or any(map(int.__gt__, firsts, lasts))
+            ):
+                raise PolicyError("pages must be numbered in order and cover non-decreasing turns")
+            self.pages.extend(pages)
+            self._lasts.extend(lasts)
+            self._firsts.extend(firsts)
+            self._ptext_pre.extend(accumulate(map(_TEXT_TOKENS, pages), initial=self._ptext_pre[-1]))
+            del self._ptext_pre[-len(pages) - 1]
+            floors = list(map(_FLOOR, pages))
+            if floors.count(None) == len(floors):
+                self._floor_idx.extend([-1] * len(floors))
+            else:
+                self._floor_idx.extend(-1 if f is None else self.ladder.index(f) for f in floors)
+
+    def set_floors(self, floors: dict[int, str]) -> None:
+        for i, tier in floors.items():
+            self._floor_idx[i] = max(self._floor_idx[i], self.ladder.index(tier))
+
+    # -- planning ------------------------------------------------------------------------------
+    def plan(self, budget: int, *, now: float | None = None) -> Plan:
+        pol, lad = self.policy, self.ladder
+        if not isinstance(budget, int) or budget < 0:
+            raise PolicyError(f"budget must be a non-negative integer, got {budget!r}")
+        available = budget - pol.reserve_tokens
+        n = len(self.turns)
+        if n == 0:
+            return Plan((), budget, max(available, 0), 0, 0, 0, 0)
+        if available <= 0:
+            raise PolicyError(f"budget {budget} leaves no room after reserving {pol.reserve_tokens} tokens")
+        if self.pages and self._lasts[-1] >= n:
+            raise PolicyError("a page covers a turn that is not in the transcript")
+        text = self._choose_text(available)
+        text_tokens = sum(self.turns[i].tokens for i in text)
+        room = available - text_tokens
+        bounds, needed_pre = self._tiers(text, room, now)
+        return self._emit(budget, available, text, text_tokens, bounds, needed_pre)
+
+    def _choose_text(self, available: int) -> set[int]:
+        pol, turns = self.policy, self.turns
+        n = len(turns)
+        # turns not (wholly) on a sealed page must stay text or they would be lost
+        if self.pages:
+            last = self.pages[-1]
+            first_uncovered = last.last_turn if last.partial_last else last.last_turn + 1
+        else:
+            first_uncovered = 0
+        forced = set(range(first_uncovered, n))
+        forced_tokens = sum(turns[i].tokens for i in forced)
+        if turns[-1].tokens > available:
+            raise PolicyError(
+                f"the newest turn alone needs {turns[-1].tokens} tokens but the budget leaves {available}; "
+                "raise the budget or shorten the message"
+            )
+        if forced_tokens > available:
+            raise PolicyError(
+                f"turns {first_uncovered}-{n - 1} are not on a sealed page yet and need {forced_tokens} tokens, "
+                f"more than the {available} available; seal pages (render) or raise the budget"
+            )
+        text = set(forced)
+        used = forced_tokens
+        count = 0
+        for i in range(n - 1, -1, -1):
+            if count >= pol.recent_turns:
+                break
+            tok = turns[i].tokens
+            if pol.recent_tokens is not None and count > 0 and used + tok > pol.recent_tokens and i not in forced:
+                break
+            if i not in forced:
+                limit = available if count == 0 else max(forced_tokens, pol.recent_share * available)
+                if used + tok > limit:
+                    break  # the recent turns that fit win; older ones become pages
+                text.add(i)
+                used += tok
+            count += 1
+        pinned = [t for t in turns if t.pinned and t.index not in text]
+        pinned_tokens = sum(t.tokens for t in pinned)
+        if used + pinned_tokens > available:
+            raise PolicyError(
+                f"pinned turns need {pinned_tokens} tokens but only {available - used} are left after the "
+                "recent turns; unpin some or raise the budget"
+            )
+        text.update(t.index for t in pinned)
+        used += pinned_tokens
+        exact_room = pol.exact_share * available
+        exact_used = 0
+        for t in reversed(turns):
+            if t.exact and t.index not in text and exact_used + t.tokens <= exact_room and used + t.tokens <= available:
+                text.add(t.index)
+                exact_used += t.tokens
+                used += t.tokens
+        return text
+
+    def _tiers(self, text: set[int], room: int, now: float | None) -> tuple[list[int], list[int]]:
+        """Boundaries b[k] = number of oldest pages at tier k or coarser (b[0] = all pages)."""
+        lad, pol = self.ladder, self.policy
+        L = len(lad.tiers)
+        pages, lasts = self.pages, self._lasts
+        n_pages = len(pages)
+        # needed pages: not every turn on them is text. Text turns are few (recent, pinned, exact):
+        # walk their runs and unmark the pages that lie wholly inside one.
+        needed = [1] * n_pages
+        for a, b_ in _runs(sorted(text)):
+            lo = bisect.bisect_left(self._firsts, a)
+            hi = bisect.bisect_right(lasts, b_)
+            for idx in range(lo, hi):
+                needed[idx] = 0
+        needed_pre = list(accumulate(needed, initial=0))
+        b = [n_pages] + [0] * L + [0]
+        # schedule: pages older than limit i sit at tier i+1 or coarser
+        sched = pol.schedule
+        n = len(self.turns)
+        for i, lim in enumerate(self._limits):
+            if sched.unit == "turns":
+                cut = bisect.bisect_left(lasts, (n - 1) - lim)
+            elif sched.unit == "tokens":
+                q = bisect.bisect_left(self._pre, self._pre[-1] - lim)
+                cut = bisect.bisect_left(lasts, q - 1)
+            else:
+                if now is None:
+                    raise PolicyError("a schedule in seconds needs `now`")
+                ts = self._ts
+                if any(math.isnan(x) for x in ts):
+                    raise PolicyError("a schedule in seconds needs a timestamp on every turn")
+                q = bisect.bisect_left(ts, now - lim)
+                cut = bisect.bisect_left(lasts, q)
+            b[i + 1] = max(b[i + 1], cut)
+        # floors: a page that reached tier k keeps every older page at k or coarser too
+        newest_with = [-1] * (L + 1)
+        for idx in range(n_pages - 1, -1, -1):
+            f = self._floor_idx[idx]
+            if f > 0 and newest_with[f] < idx:
+                newest_with[f] = idx
+        for k in range(1, L + 1):
+            b[k] = max(b[k], newest_with[k] + 1)
+        for k in range(L - 1, 0, -1):
+            b[k] = max(b[k], b[k + 1])
+        # fit the budget: coarsen in order of least value lost per token saved
+        costs = [t.tokens for t in lad.tiers] + [0]
+        fids = list(lad.fidelities()) + [0.0]
+        steps = sorted(range(L), key=lambda k: ((fids[k] - fids[k + 1]) / max(costs[k] - costs[k + 1], 1e-9), k))
+
+        def cost() -> int:
+            return sum(costs[k] * (needed_pre[b[k]] - needed_pre[b[k + 1]]) for k in range(L))
+
+        total = cost()
+        while total > room:
+            before = list(b)
+            for k in steps:
+                if total <= room:
+                    break
+                saving = costs[k] - costs[k + 1]
+                if saving <= 0:
+                    continue
+                m = math.ceil((total - room) / saving)
+                new = min(bisect.bisect_left(needed_pre, needed_pre[b[k + 1]] + m), b[k])
+                total -= saving * (needed_pre[new] - needed_pre[b[k + 1]])
+                b[k + 1] = new  # stays within b[k] and above b[k+2]: boundaries remain nested
+            if b == before:  # no step could move (odd ladder): drop everything left, oldest first
+                for k in range(1, L + 1):
+                    b[k] = n_pages
+                total = 0
+        assert total <= room, "dropping every page always fits"
+        return b, needed_pre
+
+    def _emit(self, budget: int, available: int, text: set[int], text_tokens: int, b: list[int], needed_pre: list[int]) -> Plan:
+        lad, pages, turns = self.ladder, self.pages, self.turns
+        L = len(lad.tiers)
+        names = list(lad.names) + ["dropped"]
+        costs = [t.tokens for t in lad.tiers] + [0]
+        ptext = self._ptext_pre
+        items: list[tuple[int, int, Segment]] = []
+        page_tiers: list[tuple[int, int, str]] = []
+        page_text = page_tokens = 0
+        # oldest first: dropped pages [0, b[L]), then tier k holds pages [b[k+1], b[k])
+        for k in range(L, -1, -1):
+            lo, hi = (0, b[L]) if k == L else (b[k + 1], b[k])
+            for r0, r1 in _needed_runs(needed_pre, lo, hi):
+                first, last = pages[r0], pages[r1 - 1]
+                count = r1 - r0
+                seg = Segment(
+                    "dropped" if k == L else "page", names[k], costs[k] * count,
+                    range(first.first_turn, last.last_turn + 1), range(r0, r1), self._reason(k),
+                )
+                items.append((first.first_turn, 0, seg))
+                page_tiers.append((r0, r1, names[k]))
+                if k < L:
+                    page_text += ptext[r1] - ptext[r0]
+                    page_tokens += costs[k] * count
+        # text runs
+        run: list[int] = []
+        for i in [*sorted(text), -1]:
+            if run and (i == -1 or i != run[-1] + 1):
+                toks = sum(turns[j].tokens for j in run)
+                why = {"pinned" if turns[j].pinned else "exact" if turns[j].exact else "recent" for j in run}
+                items.append((run[0], 1, Segment("text", None, toks, range(run[0], run[-1] + 1), reason=", ".join(sorted(why)))))
+                run = []
+            if i != -1:
+                run.append(i)
+        items.sort(key=lambda x: (x[0], x[1]))
+        total = text_tokens + page_tokens
+        return Plan(tuple(s for _, _, s in items), budget, available, total, text_tokens + page_text,
+                    page_text, page_tokens, tuple(page_tiers))
+
+    def _reason(self, k: int) -> str:
+        return "oldest first, over budget" if k == len(self.ladder.tiers) else "by age, floor and budget"
+
+
+def _runs(sorted_ints: list[int]) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive integers as inclusive (first, last) pairs."""
+    out: list[tuple[int, int]] = []
+    for i in sorted_ints:
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
+def _needed_runs(needed_pre: list[int], lo: int, hi: int) -> list[tuple[int, int]]:
+    """Maximal runs of needed pages within [lo, hi): one check in the common all-needed case."""
+    if hi <= lo:
+        return []
+    if needed_pre[hi] - needed_pre[lo] == hi - lo:
+        return [(lo, hi)]
+    runs: list[tuple[int, int]] = []
+    start = None
+    for i in range(lo, hi):
+        if needed_pre[i + 1] > needed_pre[i]:
+            if start is None:
+                start = i
+        elif start is not None:
+            runs.append((start, i))
+            start = None
+    if start is not None:
+        runs.append((start, hi))
+    return runs
+
+
+def plan(
+    turns: Sequence[TurnInfo],
+    pages: Sequence[PageInfo],
+    budget: int,
+    ladder: Ladder,
+    policy: Policy | None = None,
+    *,
+    now: float | None = None,
+) -> Plan:
+    """Plan one model call. See the module docstring for exactly what is decided and why."""
+    planner = Planner(ladder, policy)
+    planner.extend(turns, pages)
+    return planner.plan(budget, now=now)
