@@ -129,8 +129,8 @@ class Plan:
     budget: int
     available: int
     total_tokens: int
-    text_tokens_represented: int
-    page_text_tokens: int  # text tokens of the pages shown as images
+    text_tokens_represented: int  # tokens of every turn that is text or on a shown page, once each
+    page_text_tokens: int  # text tokens of the pages shown as images (their headers included)
     page_tokens: int  # what those pages cost
     tier_runs: tuple[tuple[int, int, str], ...] = ()  # (first page, stop page, tier or "dropped")
 
@@ -428,7 +428,18 @@ class Planner:
                 run.append(i)
         items.sort(key=lambda x: (x[0], x[1]))
         total = text_tokens + page_tokens
-        return Plan(tuple(s for _, _, s in items), budget, available, total, text_tokens + page_text,
+        # text tokens represented: every turn that is text or lies on a shown page, counted once
+        intervals = sorted((s.turns.start, s.turns.stop) for _, _, s in items if s.kind != "dropped")
+        represented = 0
+        cur_a = cur_b = -1
+        for a, b_ in intervals + [(1 << 62, 1 << 62)]:
+            if a > cur_b:
+                if cur_b > cur_a:
+                    represented += self._pre[cur_b] - self._pre[cur_a]
+                cur_a, cur_b = a, b_
+            else:
+                cur_b = max(cur_b, b_)
+        return Plan(tuple(s for _, _, s in items), budget, available, total, represented,
                     page_text, page_tokens, tuple(page_tiers))
 
     def _reason(self, k: int) -> str:
