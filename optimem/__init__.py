@@ -9,4 +9,21 @@ that the CLI and the pure-Python parts start fast.
 from optimem.errors import OptimemError
 
 __version__ = "0.1.0"
-__all__ = ["OptimemError", "__version__"]
+__all__ = ["DeepseekOCRBackend", "LayoutBackend", "OpticalMemory", "OptimemError", "__version__", "open_store"]
+
+
+def __getattr__(name: str):
+    # lazy: `import optimem` stays cheap
+    if name == "OpticalMemory":
+        from optimem.memory import OpticalMemory
+
+        return OpticalMemory
+    if name in ("DeepseekOCRBackend", "LayoutBackend"):
+        from optimem import backends
+
+        return getattr(backends, name)
+    if name == "open_store":
+        from optimem.store import open_store
+
+        return open_store
+    raise AttributeError(name)

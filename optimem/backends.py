@@ -1,0 +1,70 @@
+"""Backends: what reads the pages. A backend names its model, gives its tier ladder and encodes pages.
+
+- `LayoutBackend`: DeepSeek-OCR v1's ladder (large 421, base 273, small 111, tiny 73 placeholder
+  tokens) without a model. Planning, rendering, the demo and API-model compression work with it; it
+  encodes nothing. No torch import.
+- `DeepseekOCRBackend`: the native path through `optimem.model` (DeepSeek-OCR v1 run by optimem):
+  encodes pages into vision-token embeddings, builds decoder inputs and generates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from optimem.errors import ModelError
+from policies import DEEPSEEK_OCR_V1, Ladder
+
+
+@runtime_checkable
+class Backend(Protocol):
+    model_id: str
+    ladder: Ladder
+
+    def placeholder_count(self, tier: str) -> int: ...
+    def encode(self, images: list[Any], tier: str) -> list[Any]: ...
+
+
+class LayoutBackend:
+    """The DeepSeek-OCR v1 ladder and token costs, no model."""
+
+    model_id = "deepseek-ocr-v1:layout"
+    ladder = DEEPSEEK_OCR_V1
+    has_model = False
+
+    def placeholder_count(self, tier: str) -> int:
+        for t in self.ladder.tiers:
+            if t.name == tier:
+                return t.tokens
+        raise ModelError(f"unknown tier '{tier}'; valid: {', '.join(self.ladder.names)}")
+
+    def encode(self, images: list[Any], tier: str) -> list[Any]:
+        raise ModelError("the layout backend has no model: pass backend=DeepseekOCRBackend(...) to encode pages")
+
+
+class DeepseekOCRBackend:
+    """DeepSeek-OCR v1 through optimem's own implementation (`optimem.model`)."""
+
+    has_model = True
+
+    def __init__(self, model: Any, *, batch_size: int = 16) -> None:
+        self.model = model
+        self.model_id = model.model_id
+        self.ladder = model.ladder()
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs: Any) -> "DeepseekOCRBackend":
+        from optimem.model import DeepseekOCR
+
+        return cls(DeepseekOCR.from_pretrained(path, **kwargs))
+
+    def placeholder_count(self, tier: str) -> int:
+        return self.model.placeholder_count(tier)
+
+    def encode(self, images: list[Any], tier: str) -> list[Any]:
+        """One [placeholders, hidden] tensor per image, batched `batch_size` pages per forward."""
+        out: list[Any] = []
+        for i in range(0, len(images), self.batch_size):
+            batch = self.model.encode_pages(images[i : i + self.batch_size], tier)
+            out.extend(batch.unbind(0))
+        return out
