@@ -316,7 +316,7 @@ class OpticalMemory:
         self.add("assistant", reply)
         return reply
 
-    def recall(self, page: int, tier: str | None = None) -> str:
+    def recall(self, page: int, tier: str | None = None, *, max_new_tokens: int = 2048) -> str:
         """Read a sealed page back to text with the model's OCR (at its current floor tier by default)."""
         if not getattr(self.backend, "has_model", False):
             raise ModelError("recall needs a model backend")
@@ -329,7 +329,7 @@ class OpticalMemory:
 
         if tier is None:
             tier = sp.floor if sp.floor not in (None, "dropped") else self.backend.ladder.names[0]
-        return self.backend.model.ocr(Image.open(io.BytesIO(sp.png)), tier)
+        return self.backend.model.ocr(Image.open(io.BytesIO(sp.png)), tier, max_new_tokens=max_new_tokens)
 
     def stats(self) -> dict[str, Any]:
         return self.store.stats(self.session)
@@ -347,8 +347,8 @@ class OpticalMemory:
     async def achat(self, user_text: str, **kwargs: Any) -> str:
         return await asyncio.to_thread(self.chat, user_text, **kwargs)
 
-    async def arecall(self, page: int, tier: str | None = None) -> str:
-        return await asyncio.to_thread(self.recall, page, tier)
+    async def arecall(self, page: int, tier: str | None = None, **kwargs: Any) -> str:
+        return await asyncio.to_thread(self.recall, page, tier, **kwargs)
 
     async def async_sync(self) -> int:
         return await asyncio.to_thread(self.sync)

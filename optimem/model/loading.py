@@ -1,0 +1,213 @@
+"""Official checkpoint layout <-> our modules. Safetensors only; nothing is unpickled.
+
+The official `deepseek-ai/DeepSeek-OCR` keys (`model.sam_model.*`, `model.vision_model.*`,
+`model.projector.*`, `model.image_newline`, `model.view_seperator`, `model.layers.*`,
+`model.embed_tokens`, `model.norm`, `lm_head`) map one to one onto ours, except two places where
+transformers' modules store weights differently:
+- CLIP attention: the official fused `qkv_proj` [3·1024, 1024] splits into q, k, v rows in that
+  order (the same split transformers' own DeepSeek-OCR conversion script makes).
+- MoE experts: official per-expert `experts.E.{gate,up,down}_proj.weight` stack into transformers'
+  `experts.gate_up_proj` [E, 2·I, H] (gate rows first) and `experts.down_proj` [E, H, I].
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from optimem.errors import CheckpointError
+
+_RULES: list[tuple[str, str]] = [
+    (r"model\.sam_model\.patch_embed\.proj\.", "encoder.sam_model.patch_embed.projection."),
+    (r"model\.sam_model\.pos_embed$", "encoder.sam_model.pos_embed"),
+    (r"model\.sam_model\.blocks\.(\d+)\.norm1\.", r"encoder.sam_model.layers.\1.layer_norm1."),
+    (r"model\.sam_model\.blocks\.(\d+)\.norm2\.", r"encoder.sam_model.layers.\1.layer_norm2."),
+    (r"model\.sam_model\.blocks\.(\d+)\.attn\.", r"encoder.sam_model.layers.\1.attn."),
+    (r"model\.sam_model\.blocks\.(\d+)\.mlp\.", r"encoder.sam_model.layers.\1.mlp."),
+    (r"model\.sam_model\.neck\.0\.", "encoder.sam_model.neck.conv1."),
+    (r"model\.sam_model\.neck\.1\.", "encoder.sam_model.neck.layer_norm1."),
+    (r"model\.sam_model\.neck\.2\.", "encoder.sam_model.neck.conv2."),
+    (r"model\.sam_model\.neck\.3\.", "encoder.sam_model.neck.layer_norm2."),
+    (r"model\.sam_model\.net_2\.", "encoder.sam_model.proj.conv1."),
+    (r"model\.sam_model\.net_3\.", "encoder.sam_model.proj.conv2."),
+    (r"model\.vision_model\.embeddings\.class_embedding$", "encoder.vision_model.class_embedding"),
+    (r"model\.vision_model\.embeddings\.patch_embedding\.", "encoder.vision_model.patch_embedding."),
+    (r"model\.vision_model\.embeddings\.position_embedding\.", "encoder.vision_model.position_embedding."),
+    (r"model\.vision_model\.pre_layrnorm\.", "encoder.vision_model.pre_layrnorm."),
+    (r"model\.vision_model\.transformer\.layers\.", "encoder.vision_model.encoder.layers."),
+    (r"model\.projector\.layers\.", "encoder.projector."),
+    (r"model\.image_newline$", "image_newline"),
+    (r"model\.view_seperator$", "view_seperator"),
+    (r"model\.embed_tokens\.", "language.embed_tokens."),
+    (r"model\.norm\.", "language.norm."),
+    (r"model\.layers\.", "language.layers."),
+    (r"lm_head\.", "lm_head."),
+]
+_RULES_C = [(re.compile("^" + a), b) for a, b in _RULES]
+_QKV = re.compile(r"^(encoder\.vision_model\.encoder\.layers\.\d+\.self_attn\.)qkv_proj\.(weight|bias)$")
+_EXPERT = re.compile(r"^(language\.layers\.\d+\.mlp\.experts\.)(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+
+
+def _rename(key: str) -> str | None:
+    for pat, rep in _RULES_C:
+        if pat.match(key):
+            return pat.sub(rep, key, count=1)
+    return None
+
+
+def official_to_internal(tensors: dict[str, torch.Tensor], n_experts: int | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Renamed, split and stacked tensors, plus the official keys that map nowhere."""
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    experts: dict[str, dict[int, dict[str, torch.Tensor]]] = defaultdict(lambda: defaultdict(dict))
+    for key, t in tensors.items():
+        name = _rename(key)
+        if name is None:
+            unknown.append(key)
+            continue
+        m = _QKV.match(name)
+        if m:
+            q, k, v = t.chunk(3, dim=0)
+            for part, val in zip(("q_proj", "k_proj", "v_proj"), (q, k, v)):
+                out[f"{m.group(1)}{part}.{m.group(2)}"] = val
+            continue
+        m = _EXPERT.match(name)
+        if m:
+            experts[m.group(1)][int(m.group(2))][m.group(3)] = t
+            continue
+        out[name] = t
+    for prefix, by_idx in experts.items():
+        idx = sorted(by_idx)
+        if idx != list(range(len(idx))) or any(len(by_idx[i]) != 3 for i in idx):
+            raise CheckpointError(f"incomplete experts under {prefix}: need gate/up/down for experts 0..{len(idx) - 1}")
+        out[prefix + "gate_up_proj"] = torch.stack([torch.cat([by_idx[i]["gate_proj"], by_idx[i]["up_proj"]], 0) for i in idx])
+        out[prefix + "down_proj"] = torch.stack([by_idx[i]["down_proj"] for i in idx])
+    return out, unknown
+
+
+_REVERSE: list[tuple[str, str]] = [
+    (r"encoder\.sam_model\.patch_embed\.projection\.", "model.sam_model.patch_embed.proj."),
+    (r"encoder\.sam_model\.pos_embed$", "model.sam_model.pos_embed"),
+    (r"encoder\.sam_model\.layers\.(\d+)\.layer_norm1\.", r"model.sam_model.blocks.\1.norm1."),
+    (r"encoder\.sam_model\.layers\.(\d+)\.layer_norm2\.", r"model.sam_model.blocks.\1.norm2."),
+    (r"encoder\.sam_model\.layers\.(\d+)\.attn\.", r"model.sam_model.blocks.\1.attn."),
+    (r"encoder\.sam_model\.layers\.(\d+)\.mlp\.", r"model.sam_model.blocks.\1.mlp."),
+    (r"encoder\.sam_model\.neck\.conv1\.", "model.sam_model.neck.0."),
+    (r"encoder\.sam_model\.neck\.layer_norm1\.", "model.sam_model.neck.1."),
+    (r"encoder\.sam_model\.neck\.conv2\.", "model.sam_model.neck.2."),
+    (r"encoder\.sam_model\.neck\.layer_norm2\.", "model.sam_model.neck.3."),
+    (r"encoder\.sam_model\.proj\.conv1\.", "model.sam_model.net_2."),
+    (r"encoder\.sam_model\.proj\.conv2\.", "model.sam_model.net_3."),
+    (r"encoder\.vision_model\.class_embedding$", "model.vision_model.embeddings.class_embedding"),
+    (r"encoder\.vision_model\.patch_embedding\.", "model.vision_model.embeddings.patch_embedding."),
+    (r"encoder\.vision_model\.position_embedding\.", "model.vision_model.embeddings.position_embedding."),
+    (r"encoder\.vision_model\.pre_layrnorm\.", "model.vision_model.pre_layrnorm."),
+    (r"encoder\.vision_model\.encoder\.layers\.", "model.vision_model.transformer.layers."),
+    (r"encoder\.projector\.", "model.projector.layers."),
+    (r"image_newline$", "model.image_newline"),
+    (r"view_seperator$", "model.view_seperator"),
+    (r"language\.embed_tokens\.", "model.embed_tokens."),
+    (r"language\.norm\.", "model.norm."),
+    (r"language\.layers\.", "model.layers."),
+    (r"lm_head\.", "lm_head."),
+]
+_REVERSE_C = [(re.compile("^" + a), b) for a, b in _REVERSE]
+
+
+def _to_official_name(name: str) -> str:
+    for pat, rep in _REVERSE_C:
+        if pat.match(name):
+            return pat.sub(rep, name, count=1)
+    raise CheckpointError(f"no official name for parameter {name}")
+
+
+def internal_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse: our state dict in the official key layout (tests write tiny checkpoints with it)."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, dict[str, torch.Tensor]]] = defaultdict(lambda: defaultdict(dict))
+    for name, t in state.items():
+        m = re.match(r"^(encoder\.vision_model\.encoder\.layers\.\d+\.self_attn\.)(q_proj|k_proj|v_proj)\.(weight|bias)$", name)
+        if m:
+            qkv[m.group(1)][m.group(3)][m.group(2)] = t
+            continue
+        m = re.match(r"^(language\.layers\.\d+\.mlp\.experts\.)(gate_up_proj|down_proj)$", name)
+        if m:
+            base = _to_official_name(m.group(1))
+            for e in range(t.shape[0]):
+                if m.group(2) == "gate_up_proj":
+                    inter = t.shape[1] // 2
+                    out[f"{base}{e}.gate_proj.weight"] = t[e, :inter].contiguous()
+                    out[f"{base}{e}.up_proj.weight"] = t[e, inter:].contiguous()
+                else:
+                    out[f"{base}{e}.down_proj.weight"] = t[e].contiguous()
+            continue
+        out[_to_official_name(name)] = t
+    for prefix, parts in qkv.items():
+        base = _to_official_name(prefix)
+        for kind, d in parts.items():
+            out[f"{base}qkv_proj.{kind}"] = torch.cat([d["q_proj"], d["k_proj"], d["v_proj"]], 0).contiguous()
+    return out
+
+
+# -- reading a checkpoint directory ---------------------------------------------------------------
+def weight_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    single = path / "model.safetensors"
+    if index.exists():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{index} is not a safetensors index: {exc}") from None
+        missing = [s for s in shards if not (path / s).exists()]
+        if missing:
+            raise CheckpointError(f"checkpoint {path} is missing weight shards: {', '.join(missing)}")
+        return [path / s for s in shards]
+    if single.exists():
+        return [single]
+    if list(path.glob("*.bin")) or list(path.glob("*.pt")) or list(path.glob("*.pth")):
+        raise CheckpointError(f"{path} has only pickle weights (.bin/.pt); optimem loads safetensors only")
+    raise CheckpointError(f"{path} has no model.safetensors or model.safetensors.index.json")
+
+
+def load_into(model: torch.nn.Module, path: Path) -> None:
+    """Copy the checkpoint's tensors into `model` (already built on its device and dtype).
+
+    Missing and unexpected keys are an error naming them; a wrong shape names the key and both shapes."""
+    from safetensors import safe_open
+
+    tensors: dict[str, torch.Tensor] = {}
+    for f in weight_files(path):
+        with safe_open(str(f), framework="pt") as sf:
+            for k in sf.keys():
+                tensors[k] = sf.get_tensor(k)
+    mapped, unknown = official_to_internal(tensors)
+    own = model.state_dict()
+    unexpected = sorted(set(unknown) | {k for k in mapped if k not in own})
+    missing = sorted(k for k in own if k not in mapped)
+    if unexpected or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        raise CheckpointError(f"checkpoint {path} does not fit the model: " + "; ".join(parts))
+    with torch.no_grad():
+        for k, t in mapped.items():
+            if tuple(t.shape) != tuple(own[k].shape):
+                raise CheckpointError(f"shape mismatch for {k}: checkpoint {tuple(t.shape)}, model {tuple(own[k].shape)}")
+            own[k].copy_(t.to(own[k].dtype))
+
+
+def save_official(model: torch.nn.Module, path: Path, config: dict[str, Any], *, dtype: torch.dtype | None = None) -> None:
+    """Write `model` as an official-layout checkpoint (config.json + model.safetensors)."""
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.to(dtype) if dtype else v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(internal_to_official(state), str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text(json.dumps(config, indent=1))
