@@ -34,7 +34,7 @@ def turn_records(
 
 
 def page_records(pages: Sequence[Any], *, text_tokens: Sequence[int] | None = None,
-                 floors: Sequence[str | None] | None = None) -> list[PageInfo]:
+                 floors: Sequence[str | None] | None = None, first_index: int = 0) -> list[PageInfo]:
     """PageInfo per sealed page, from renderer pages or layouts (anything with `.spans` and `.text`)."""
     from renderers.tokens import count_tokens_batch
 
@@ -44,7 +44,7 @@ def page_records(pages: Sequence[Any], *, text_tokens: Sequence[int] | None = No
         last = p.spans[-1]
         out.append(
             PageInfo(
-                index=i,
+                index=first_index + i,
                 first_turn=p.spans[0].turn,
                 last_turn=last.turn,
                 text_tokens=counts[i],

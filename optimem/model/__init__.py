@@ -65,16 +65,19 @@ def init_random(model, seed: int = 0) -> None:
     norm scales (so a random model's activations stay finite at full size)."""
     import torch
 
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gens: dict = {}
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if p.device not in gens:  # generate where the weights live: a full model on CUDA in seconds
+                gens[p.device] = torch.Generator(device=p.device).manual_seed(seed)
+            gen = gens[p.device]
             parent = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
             if name.endswith("bias"):
                 p.zero_()
             elif "norm" in parent or "layrnorm" in parent:
                 p.fill_(1.0)
             else:
-                p.copy_((torch.randn(p.shape, generator=gen) * 0.02).to(p.dtype))
+                p.copy_((torch.randn(p.shape, generator=gen, device=p.device) * 0.02).to(p.dtype))
 
 
 class DeepseekOCR:

@@ -1,0 +1,344 @@
+"""`optimem bench e2e`: what a whole conversation costs on a GPU under four strategies.
+
+Two steps, because the GPU machine measures and this library's renderer plans:
+1. `--measure-curves OUT.json` (on the GPU): cost curves of the full-size DeepSeek-OCR decoder and
+   DeepEncoder, random weights, bf16: prefill time vs context length; prefill of N new tokens after a
+   cached prefix of P; one decode step vs context length; KV-cache bytes per token (measured from
+   allocator growth); DeepEncoder seconds per page per tier at batch 32.
+2. `--curves CURVES.json` (anywhere): replay conversations turn by turn until their history reaches
+   8k, 32k and 128k text tokens (a generated agent conversation, below), 128-token replies, under:
+     full      full text, re-prefilled every turn;
+     prefix    full text with the unchanged prefix's KV cache reused (only new tokens prefilled);
+     truncate  the most recent turns that fit the budget, re-prefilled (the prefix shifts each turn);
+     optimem   the real policies + renderer (pages sealed as turns arrive, default policy) under
+               budgets 2k/4k/8k, KV prefix reused where the plan's leading segments did not change,
+               each page encoded once per tier (encode time counted).
+   Each turn's GPU time = prefill (from the curves, linear interpolation) + 128 decode steps at the
+   context length + encoding of pages first shown at a tier. Strategies whose context passes 8,192
+   positions (the decoder's trained window) are measured anyway and marked not usable.
+Without either flag it does both (needs CUDA and the renderer on one machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+from pathlib import Path
+
+REPLY_TOKENS = 128
+WINDOW = 8192
+PREFILL_GRID = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
+PREFIX_GRID = [1024, 4096, 8192, 16384, 32768, 65536, 131072]
+NEW_GRID = [128, 512, 2048]
+DECODE_GRID = [1024, 4096, 8192, 16384, 32768, 65536, 131072]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--measure-curves", metavar="OUT", help="measure GPU cost curves into OUT (JSON)")
+    p.add_argument("--curves", metavar="FILE", help="replay with curves measured earlier")
+    p.add_argument("--histories", nargs="+", type=int, default=[8192, 32768, 131072])
+    p.add_argument("--budgets", nargs="+", type=int, default=[2048, 4096, 8192])
+    p.add_argument("--plots", metavar="DIR", default=None, help="write PNG plots there")
+    p.add_argument("--tiny", action="store_true", help="tiny config and short grids (CPU smoke test)")
+
+
+# -- 1. curves on the GPU -------------------------------------------------------------------------
+def measure_curves(tiny: bool = False) -> dict:
+    import torch
+    from transformers import DynamicCache
+
+    from optimem.bench.gpu import device_info, time_fn
+    from optimem.model import DeepseekOCR, DeepseekOCRConfig, tiny_config
+    from optimem.model.preprocess import MODES
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = tiny_config() if tiny else DeepseekOCRConfig()
+    model = DeepseekOCR.random(cfg, dtype="bfloat16" if device.type == "cuda" else "float32", device=str(device))
+    lang, d = model.module.language, cfg.text.hidden_size
+    scale = 64 if tiny else 1
+    pre_grid = [x // scale for x in PREFILL_GRID]
+    out: dict = {"device": device_info(device), "config": "tiny" if tiny else "full size, random weights, bf16"}
+
+    def emb(n: int):
+        return torch.randn(1, n, d, device=device, dtype=model.dtype)
+
+    with torch.inference_mode():
+        out["prefill"] = []
+        for n in pre_grid:
+            try:
+                x = emb(n)
+                out["prefill"].append([n, time_fn(lambda: lang(inputs_embeds=x, use_cache=False), device, min_seconds=0.3, max_iters=10)])
+            except torch.OutOfMemoryError:
+                out["prefill_oom_at"] = n  # longer contexts are extrapolated from the last two points
+                break
+            finally:
+                x = None
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        out["prefix_prefill"] = []
+        out["decode_step"] = []
+        for p in [x // scale for x in PREFIX_GRID]:
+            if "prefill_oom_at" in out and p >= out["prefill_oom_at"]:
+                break
+            cache = DynamicCache()
+            base = torch.cuda.memory_allocated() if device.type == "cuda" else 0
+            lang(inputs_embeds=emb(p), past_key_values=cache, use_cache=True)
+            if device.type == "cuda" and p == PREFIX_GRID[-1] // scale:
+                out["kv_bytes_per_token_measured"] = (torch.cuda.memory_allocated() - base) / p
+            for n in NEW_GRID:
+                x = emb(n)
+                pos = torch.arange(p, p + n, device=device)[None]
+
+                def step() -> None:
+                    lang(inputs_embeds=x, past_key_values=cache, use_cache=True, position_ids=pos)
+                    _crop(cache, p)
+
+                out["prefix_prefill"].append([p, n, time_fn(step, device, min_seconds=0.2, max_iters=8)])
+            one = emb(1)
+            pos1 = torch.tensor([[p]], device=device)
+
+            def dec() -> None:
+                lang(inputs_embeds=one, past_key_values=cache, use_cache=True, position_ids=pos1)
+                _crop(cache, p)
+
+            out["decode_step"].append([p, time_fn(dec, device, min_seconds=0.2, max_iters=30)])
+            del cache
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        out["encode_s_per_page"] = {}
+        for tier, (size, _) in MODES.items():
+            px = torch.randn(32 if not tiny else 2, 3, size, size, device=device, dtype=model.dtype)
+            out["encode_s_per_page"][tier] = time_fn(lambda: model.module.page_embeddings(px), device, min_seconds=0.3) / px.shape[0]
+    t = cfg.text
+    out["kv_bytes_per_token_formula"] = 2 * t.num_hidden_layers * t.num_key_value_heads * (t.hidden_size // t.num_attention_heads) * 2
+    out["weights_bytes_bf16"] = 2 * 3_336_106_240
+    return out
+
+
+def _crop(cache, keep: int) -> None:
+    """Back to the first `keep` tokens (transformers releases disagree on crop's sign convention)."""
+    extra = cache.get_seq_length() - keep
+    if extra > 0:
+        try:
+            cache.crop(-extra)
+        except (ValueError, TypeError):
+            cache.crop(keep)
+
+
+# -- 2. replay on the CPU ----------------------------------------------------------------------------
+def _interp(points: list[list[float]], x: float) -> float:
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    if x <= xs[0]:
+        return ys[0] * x / xs[0]
+    i = min(bisect.bisect_left(xs, x), len(xs) - 1)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 != x0 else y1
+
+
+class Costs:
+    def __init__(self, curves: dict) -> None:
+        self.c = curves
+        self.kv = curves.get("kv_bytes_per_token_measured") or curves["kv_bytes_per_token_formula"]
+
+    def prefill(self, n: int) -> float:
+        return _interp(self.c["prefill"], n) if n > 0 else 0.0
+
+    def prefill_after(self, prefix: int, new: int) -> float:
+        if prefix <= 0:
+            return self.prefill(new)
+        if new <= 0:
+            return 0.0
+        by_p: dict[int, list[list[float]]] = {}
+        for p, n, s in self.c["prefix_prefill"]:
+            by_p.setdefault(p, []).append([n, s])
+        ps = sorted(by_p)
+        # interpolate over new tokens at the two neighbouring prefixes, then over the prefix
+        vals = [[p, _interp(sorted(by_p[p]), new)] for p in ps]
+        return _interp(vals, prefix)
+
+    def decode(self, ctx: int) -> float:
+        return _interp(self.c["decode_step"], max(ctx, 1))
+
+    def encode(self, tier: str) -> float:
+        return self.c["encode_s_per_page"][tier]
+
+
+def make_conversation(target_tokens: int) -> list[dict]:
+    """An agent session grown from the bundled example's turns (cycled, each copy renumbered so no
+    two turns are identical), user turns then a 128-token assistant reply, until `target_tokens`."""
+    from importlib import resources
+
+    from renderers import load_transcript
+    from renderers.tokens import count_tokens
+
+    base = [t for t in load_transcript(str(resources.files("optimem").joinpath("data/example_chat.jsonl"))) if t.role == "user"]
+    filler = ("Noted, I will keep that in mind and come back to it when we plan the next step of the migration "
+              "and the trip; the numbers you gave are recorded. ")
+    turns: list[dict] = []
+    total = 0
+    i = 0
+    while total < target_tokens:
+        src = base[i % len(base)]
+        user = f"[{i}] {src.content}"
+        reply = (filler * 6)[: 128 * 4]
+        for role, content in (("user", user), ("assistant", reply)):
+            turns.append({"role": role, "content": content, "tokens": count_tokens(content)})
+            total += turns[-1]["tokens"]
+        i += 1
+    return turns
+
+
+def _segment_key(seg) -> tuple:
+    return (seg.kind, seg.tier, seg.pages.start, seg.pages.stop, seg.turns.start, seg.turns.stop)
+
+
+def replay(turns: list[dict], costs: Costs, budgets: list[int]) -> dict:
+    from optimem.planning import page_records
+    from policies import DEEPSEEK_OCR_V1, Planner, TurnInfo
+    from renderers import Turn, paginate
+
+    layouts = paginate([Turn(t["role"], t["content"]) for t in turns])
+    # page k is sealed once the next page has begun: pagination is restartable, so this equals what
+    # the memory seals turn by turn
+    sealed_at = [layouts[k + 1].spans[0].turn + 1 if k + 1 < len(layouts) else None for k in range(len(layouts))]
+    prefix_tok = [0]
+    for t in turns:
+        prefix_tok.append(prefix_tok[-1] + t["tokens"])
+    n_user = len(turns) // 2
+    strategies: dict[str, dict] = {}
+
+    def record(name: str, ctx: int, gpu: float, held: int, window_ok: bool) -> None:
+        s = strategies.setdefault(name, {"context_tokens": [], "gpu_s": [], "held_tokens": [], "usable": True,
+                                         "history_tokens": [prefix_tok[2 * u + 1] for u in range(n_user)]})
+        s["context_tokens"].append(ctx)
+        s["gpu_s"].append(gpu)
+        s["held_tokens"].append(held)
+        s["usable"] = s["usable"] and window_ok
+
+    prev_prefix_ctx = 0
+    for u in range(n_user):
+        upto = 2 * u + 1  # the user turn just arrived; the reply comes next
+        hist = prefix_tok[upto]
+        dec = sum(costs.decode(hist + j) for j in range(0, REPLY_TOKENS, 16)) * 16
+        record("full", hist, costs.prefill(hist) + dec, hist, hist + REPLY_TOKENS <= WINDOW)
+        record("prefix", hist, costs.prefill_after(prev_prefix_ctx, hist - prev_prefix_ctx) + dec, hist,
+               hist + REPLY_TOKENS <= WINDOW)
+        prev_prefix_ctx = hist + REPLY_TOKENS
+    for budget in budgets:
+        planner = Planner(DEEPSEEK_OCR_V1)
+        planner.extend([TurnInfo(i, t["tokens"]) for i, t in enumerate(turns[:1])])
+        added_pages = 0
+        encoded: set[tuple[int, str]] = set()
+        prev_keys: list[tuple] = []
+        name = f"optimem@{budget}"
+        tname = f"truncate@{budget}"
+        for u in range(n_user):
+            upto = 2 * u + 1
+            if u > 0:
+                planner.extend([TurnInfo(i, turns[i]["tokens"]) for i in range(2 * u - 1, upto)])
+            new_pages = [k for k in range(added_pages, len(layouts)) if sealed_at[k] is not None and sealed_at[k] <= upto]
+            if new_pages:
+                planner.extend(pages=page_records([layouts[k] for k in new_pages], first_index=added_pages))
+                added_pages += len(new_pages)
+            avail = budget - REPLY_TOKENS
+            plan = planner.plan(avail)
+            planner.set_floors(plan.floors())
+            keys = [_segment_key(s) for s in plan.segments if s.kind != "dropped"]
+            toks = [s.tokens for s in plan.segments if s.kind != "dropped"]
+            common = 0
+            for a, b, t in zip(keys, prev_keys, toks):
+                if a != b:
+                    break
+                common += t
+            enc = 0.0
+            for s in plan.segments:
+                if s.kind == "page":
+                    for p in s.pages:
+                        if (p, s.tier) not in encoded:
+                            encoded.add((p, s.tier))
+                            enc += costs.encode(s.tier or "tiny")
+            ctx = plan.total_tokens
+            dec = sum(costs.decode(ctx + j) for j in range(0, REPLY_TOKENS, 16)) * 16
+            record(name, ctx, costs.prefill_after(common, ctx - common) + dec + enc, plan.text_tokens_represented,
+                   ctx + REPLY_TOKENS <= WINDOW)
+            prev_keys = keys
+            # truncation: the most recent turns that fit
+            first = upto
+            while first > 0 and prefix_tok[upto] - prefix_tok[first - 1] <= avail:
+                first -= 1
+            used = prefix_tok[upto] - prefix_tok[first]
+            record(tname, used, costs.prefill(used) + sum(costs.decode(used + j) for j in range(0, REPLY_TOKENS, 16)) * 16,
+                   used, True)
+    return strategies
+
+
+def summarise(strategies: dict, costs: Costs, history: int) -> list[dict]:
+    hbm = 80e9
+    rows = []
+    for name, s in strategies.items():
+        ctx = s["context_tokens"][-1]
+        kv = (ctx + REPLY_TOKENS) * costs.kv
+        rows.append({
+            "history_tokens": history, "strategy": name, "usable_in_8k_window": s["usable"],
+            "final_context_tokens": ctx, "mean_context_tokens": round(sum(s["context_tokens"]) / len(s["context_tokens"])),
+            "final_turn_gpu_ms": round(1000 * s["gpu_s"][-1], 1),
+            "decode_tokens_per_s": round(1 / costs.decode(ctx), 1),
+            "kv_mib_per_session": round(kv / 2**20, 1),
+            "sessions_in_80GB": int((hbm - costs.c["weights_bytes_bf16"]) // kv),
+            "cumulative_gpu_s": round(sum(s["gpu_s"]), 2),
+            "history_held_pct": round(100 * min(s["held_tokens"][-1] / history, 1.0), 1),
+        })
+    return rows
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.measure_curves and not args.curves:
+        curves = measure_curves(args.tiny)
+        Path(args.measure_curves).write_text(json.dumps(curves, indent=1))
+        return {"curves": args.measure_curves, "measured": {k: v for k, v in curves.items() if k != "prefix_prefill"}}
+    curves = json.loads(Path(args.curves).read_text()) if args.curves else measure_curves(args.tiny)
+    costs = Costs(curves)
+    table = []
+    series = {}
+    for h in args.histories:
+        turns = make_conversation(h)
+        strategies = replay(turns, costs, args.budgets)
+        table += summarise(strategies, costs, sum(t["tokens"] for t in turns))
+        series[h] = {k: {"history_tokens": v["history_tokens"], "context_tokens": v["context_tokens"],
+                         "cumulative_gpu_s": _cumsum(v["gpu_s"])}
+                     for k, v in strategies.items()}
+    if args.plots:
+        _plots(series, Path(args.plots))
+    return {"table": table, "curves_device": curves.get("device"), "series_turns": {h: len(next(iter(s.values()))["context_tokens"]) for h, s in series.items()},
+            "method": __doc__.strip().splitlines()[0]}
+
+
+def _cumsum(xs: list[float]) -> list[float]:
+    out, acc = [], 0.0
+    for x in xs:
+        acc += x
+        out.append(round(acc, 4))
+    return out
+
+
+def _plots(series: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    h = max(series)
+    fig, ax = plt.subplots(1, 2, figsize=(13, 5))
+    for name, s in series[h].items():
+        x = list(range(1, len(s["context_tokens"]) + 1))
+        ax[0].plot(s["history_tokens"], s["context_tokens"], label=name)
+        ax[1].plot(x, s["cumulative_gpu_s"], label=name)
+    ax[0].axhline(WINDOW, color="grey", ls="--", lw=0.8)
+    ax[0].set(xlabel="history so far (text tokens)", ylabel="context tokens per call", yscale="log", title=f"Context per call ({h // 1024}k-token history)")
+    ax[1].set(xlabel="user turn", ylabel="cumulative GPU seconds", yscale="log", title="Cumulative GPU time (encode included)")
+    ax[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "e2e.png", dpi=110)

@@ -1,0 +1,54 @@
+"""Timing helpers shared by the GPU benchmarks: CUDA events where there is CUDA, wall clock otherwise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def sync(device: Any) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_fn(fn: Callable[[], Any], device: Any, *, warmup: int = 2, min_seconds: float = 0.5, max_iters: int = 50) -> float:
+    """Median-free mean seconds per call after warmup, running at least `min_seconds` (or max_iters)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    iters = 0
+    start = time.perf_counter()
+    while True:
+        fn()
+        iters += 1
+        if iters >= max_iters:
+            break
+        if iters % 2 == 0:
+            sync(device)
+            if time.perf_counter() - start >= min_seconds:
+                break
+    sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def flops_of(fn: Callable[[], Any]) -> int:
+    """FLOPs torch's FlopCounterMode counts for one call (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def device_info(device: Any) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__}
+    if getattr(device, "type", str(device)) == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
