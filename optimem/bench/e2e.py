@@ -108,7 +108,8 @@ def measure_curves(tiny: bool = False) -> dict:
                 torch.cuda.empty_cache()
         out["encode_s_per_page"] = {}
         for tier, (size, _) in MODES.items():
-            px = torch.randn(32 if not tiny else 2, 3, size, size, device=device, dtype=model.dtype)
+            # batch 8: SAM's global blocks materialise a [heads, HW, HW] relative-position bias per page
+            px = torch.randn(8 if not tiny else 2, 3, size, size, device=device, dtype=model.dtype)
             out["encode_s_per_page"][tier] = time_fn(lambda: model.module.page_embeddings(px), device, min_seconds=0.3) / px.shape[0]
     t = cfg.text
     out["kv_bytes_per_token_formula"] = 2 * t.num_hidden_layers * t.num_key_value_heads * (t.hidden_size // t.num_attention_heads) * 2
