@@ -1,14 +1,11 @@
 from __future__ import annotations
 
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
-from redis_server import RedisServer  # noqa: E402
+from optimem.store.local_redis import RedisServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

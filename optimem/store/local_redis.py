@@ -1,4 +1,4 @@
-"""A real redis-server on a free loopback port, for tests and benchmarks."""
+"""A throwaway redis-server on a free loopback port (tests, benchmarks, local trials)."""
 
 from __future__ import annotations
 
