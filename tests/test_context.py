@@ -61,3 +61,20 @@ def test_chat_records_both_turns_and_recall_reads_a_page(tmp_path, backend):
     assert turns[-2].content == "Summarise." and turns[-1].role == "assistant" and turns[-1].content == reply
     text = mem.recall(0, max_new_tokens=6)
     assert isinstance(text, str)
+
+
+def test_chat_cli_with_a_tiny_checkpoint(tmp_path, backend):
+    import subprocess
+    import sys
+
+    backend.model.save_pretrained(tmp_path / "ckpt")
+    out = subprocess.run(
+        [sys.executable, "-m", "optimem", "chat", "--model", str(tmp_path / "ckpt"), "--store", f"sqlite:///{tmp_path / 'c.db'}",
+         "--device", "cpu", "--max-new-tokens", "3"],
+        input="hello\n\n", capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    from optimem.store import open_store
+
+    turns = open_store(f"sqlite:///{tmp_path / 'c.db'}").get_turns("chat")
+    assert [t.role for t in turns] == ["user", "assistant"] and turns[0].content == "hello"
