@@ -4,7 +4,10 @@ Two steps, because the GPU machine measures and this library's renderer plans:
 1. `--measure-curves OUT.json` (on the GPU): cost curves of the full-size DeepSeek-OCR decoder and
    DeepEncoder, random weights, bf16: prefill time vs context length; prefill of N new tokens after a
    cached prefix of P; one decode step vs context length; KV-cache bytes per token (measured from
-   allocator growth); DeepEncoder seconds per page per tier at batch 32.
+   allocator growth); DeepEncoder seconds per page per tier at batch 32 (fused SAM attention).
+   Decoder steps are replayed as CUDA graphs where capture works (what serving engines do for
+   decode; it removes transformers' per-step Python and launch overhead, which otherwise dominates a
+   one-token step); the eager times are kept beside them (`*_eager`), and `timing` says which was used.
 2. `--curves CURVES.json` (anywhere): replay conversations turn by turn until their history reaches
    8k, 32k and 128k text tokens (a generated agent conversation, below), 128-token replies, under:
      full      full text, re-prefilled every turn;
@@ -48,9 +51,10 @@ def measure_curves(tiny: bool = False) -> dict:
     import torch
     from transformers import DynamicCache
 
-    from optimem.bench.gpu import device_info, time_fn
+    from optimem.bench.gpu import device_info, graphed_time, time_fn
     from optimem.model import DeepseekOCR, DeepseekOCRConfig, tiny_config
     from optimem.model.preprocess import MODES
+    from optimem.model.sam_attention import fuse_sam_attention
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = tiny_config() if tiny else DeepseekOCRConfig()
@@ -68,16 +72,22 @@ def measure_curves(tiny: bool = False) -> dict:
         for n in pre_grid:
             try:
                 x = emb(n)
-                out["prefill"].append([n, time_fn(lambda: lang(inputs_embeds=x, use_cache=False), device, min_seconds=0.3, max_iters=10)])
+                fn = lambda: lang(inputs_embeds=x, use_cache=False)  # noqa: E731
+                s, how = graphed_time(fn, device, min_seconds=0.3, max_iters=10)
+                out["prefill"].append([n, s])
+                out.setdefault("timing", {}).setdefault("prefill", how)
+                out.setdefault("prefill_eager", []).append([n, time_fn(fn, device, min_seconds=0.3, max_iters=10)])
             except torch.OutOfMemoryError:
                 out["prefill_oom_at"] = n  # longer contexts are extrapolated from the last two points
                 break
             finally:
-                x = None
+                x = fn = None
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
         out["prefix_prefill"] = []
         out["decode_step"] = []
+        out["decode_step_eager"] = []
+        out.setdefault("timing", {})
         for p in [x // scale for x in PREFIX_GRID]:
             if "prefill_oom_at" in out and p >= out["prefill_oom_at"]:
                 break
@@ -89,42 +99,44 @@ def measure_curves(tiny: bool = False) -> dict:
             for n in NEW_GRID:
                 x = emb(n)
                 pos = torch.arange(p, p + n, device=device)[None]
-
-                def step() -> None:
-                    lang(inputs_embeds=x, past_key_values=cache, use_cache=True, position_ids=pos)
-                    _crop(cache, p)
-
-                out["prefix_prefill"].append([p, n, time_fn(step, device, min_seconds=0.2, max_iters=8)])
+                s, how = graphed_time(_cached_step(lang, cache, x, pos), device, min_seconds=0.2, max_iters=8)
+                out["prefix_prefill"].append([p, n, s])
+                out["timing"].setdefault("prefix_prefill", how)
             one = emb(1)
             pos1 = torch.tensor([[p]], device=device)
-
-            def dec() -> None:
-                lang(inputs_embeds=one, past_key_values=cache, use_cache=True, position_ids=pos1)
-                _crop(cache, p)
-
-            out["decode_step"].append([p, time_fn(dec, device, min_seconds=0.2, max_iters=30)])
-            del cache
+            step = _cached_step(lang, cache, one, pos1)
+            s, how = graphed_time(step, device, min_seconds=0.2, max_iters=30)
+            out["decode_step"].append([p, s])
+            out["timing"].setdefault("decode_step", how)
+            out["decode_step_eager"].append([p, time_fn(step, device, min_seconds=0.2, max_iters=30)])
+            del cache, step
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         out["encode_s_per_page"] = {}
+        # optimem's encode path: SAM attention fused (no dense relative-position bias), pages batched 32
+        fuse_sam_attention(model.module.encoder)
         for tier, (size, _) in MODES.items():
-            # batch 8: SAM's global blocks materialise a [heads, HW, HW] relative-position bias per page
-            px = torch.randn(8 if not tiny else 2, 3, size, size, device=device, dtype=model.dtype)
+            px = torch.randn(32 if not tiny else 2, 3, size, size, device=device, dtype=model.dtype)
             out["encode_s_per_page"][tier] = time_fn(lambda: model.module.page_embeddings(px), device, min_seconds=0.3) / px.shape[0]
+            px = None
+        out["encode_method"] = f"page_embeddings, fused SAM attention, batch {32 if not tiny else 2}, mean over >= 0.3 s"
     t = cfg.text
     out["kv_bytes_per_token_formula"] = 2 * t.num_hidden_layers * t.num_key_value_heads * (t.hidden_size // t.num_attention_heads) * 2
     out["weights_bytes_bf16"] = 2 * 3_336_106_240
     return out
 
 
-def _crop(cache, keep: int) -> None:
-    """Back to the first `keep` tokens (transformers releases disagree on crop's sign convention)."""
-    extra = cache.get_seq_length() - keep
-    if extra > 0:
-        try:
-            cache.crop(-extra)
-        except (ValueError, TypeError):
-            cache.crop(keep)
+def _cached_step(lang, cache, x, pos):
+    """One forward of `x` after the cache's prefix that leaves the cache as it was (the layers'
+    tensors are put back, so a CUDA graph of it replays the same step on the same prefix)."""
+
+    def step() -> None:
+        saved = [(layer.keys, layer.values) for layer in cache.layers]
+        lang(inputs_embeds=x, past_key_values=cache, use_cache=True, position_ids=pos)
+        for layer, (k, v) in zip(cache.layers, saved):
+            layer.keys, layer.values = k, v
+
+    return step
 
 
 # -- 2. replay on the CPU ----------------------------------------------------------------------------

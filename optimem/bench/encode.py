@@ -1,18 +1,33 @@
 """`optimem bench encode`: DeepEncoder pages/s and TFLOP/s per mode and batch size, against the
 reference's one-image-at-a-time path; plus decoder prefill tokens/s at 8k context.
 
-Full-size DeepSeek-OCR architecture with random weights (no checkpoint is reachable here), bf16 on
-CUDA. FLOPs per page are counted by torch's FlopCounterMode on one page (matmuls, convolutions and
-attention, 2 FLOPs per multiply-add); TFLOP/s = FLOPs per page x pages/s. "Reference path" = the same
-encoder driven the way DeepSeek-OCR's own code drives it: one image per forward, a separate SAM, CLIP
-and projector call, the newline/separator assembly per image, from preprocessed pixels on the GPU
-(CPU preprocessing excluded on both sides, so the ratio is the model's alone).
+Full-size DeepSeek-OCR architecture with random weights (no checkpoint is reachable on the GPU
+machine), bf16 on CUDA.
+
+- FLOPs per page: torch's FlopCounterMode over one page through the *stock* encoder (transformers'
+  SAM attention with its dense relative-position bias), i.e. the model's useful matmul, convolution
+  and attention FLOPs at 2 per multiply-add; the extra FLOPs of the fused attention's wider heads
+  (sam_attention.py) are not counted, so TFLOP/s is not flattered by them.
+- optimem path: pages batched per forward, pixels already on the GPU, SAM attention fused
+  (`--attention fused`, the default), newline/separator layout included.
+- Reference path: the same weights driven the way DeepSeek-OCR's own code drives them: one image per
+  forward, stock SAM attention with the dense bias, under `torch.autocast(bfloat16)`, SAM, CLIP and
+  projector called stage by stage and the newline layout assembled per image. Reported twice:
+  `reference_pages_per_s` from a rendered page image (per-image preprocessing on the CPU as the
+  reference does it, fp32 tensor -> bf16 -> cuda) and `reference_model_pages_per_s` from pixels
+  already on the GPU (model only). The reference code itself cannot be committed, so this is the
+  reference *path*, not its code.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import logging
 import math
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 PEAKS_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -24,7 +39,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64])
     p.add_argument("--tiny", action="store_true", help="tiny random config (CPU smoke test), not full size")
     p.add_argument("--prefill-tokens", type=int, default=8192)
-    p.add_argument("--compile", action="store_true", help="torch.compile the encoder")
+    p.add_argument("--attention", choices=["fused", "sdpa"], default="fused",
+                   help="SAM attention for the optimem path: fused relative positions (default) or stock SDPA+bias")
+    p.add_argument("--compile", action="store_true", help="torch.compile the optimem encoder (one compile per shape)")
+    p.add_argument("--compile-batches", nargs="*", type=int, default=[],
+                   help="also rows with the fused encoder under torch.compile at these batch sizes (one compile per shape)")
+    p.add_argument("--variants", nargs="*", metavar="MODE:BATCH", default=None,
+                   help="also time sdpa / fused / fused+compile at these points (default base:32)")
+    p.add_argument("--profile", action="store_true", help="top CUDA kernels of the optimem path at the first variant point")
+    p.add_argument("--min-seconds", type=float, default=0.5)
 
 
 def _peak(name: str) -> float | None:
@@ -34,69 +57,212 @@ def _peak(name: str) -> float | None:
     return None
 
 
+def _page_image(size: int):
+    """A rendered text page (the real renderer, 1024 px like the memory's pages): the input the
+    reference path preprocesses. Where the renderer's font stack is missing (a bare GPU machine), a
+    PIL-drawn page of the same size: preprocessing cost depends on the size, not the text."""
+    try:
+        from optimem.bench.render import sample_text
+        from renderers import RenderSettings, Turn
+        from renderers.layout import Paginator
+
+        pg = Paginator(RenderSettings(page_px=1024, font_px=24, margin_px=24))
+        lines, _, _ = next(pg.iter_page_lines([Turn("document", sample_text("en", 3600, seed=1))]))
+        return pg.draw(lines)[0]
+    except Exception as exc:  # any renderer failure (fonts, freetype) only changes the page's content
+        from PIL import Image, ImageDraw
+
+        log.info("renderer unavailable (%s); drawing the reference page with PIL", exc)
+        img = Image.new("L", (1024, 1024), 255)
+        draw = ImageDraw.Draw(img)
+        for y in range(24, 1000, 30):
+            draw.text((24, y), "optical memory page text " * 4, fill=0)
+        return img
+
+
+def _layout(mod: Any, feats: Any) -> Any:
+    import torch
+
+    g = int(math.isqrt(feats.shape[1]))
+    sep = mod.view_seperator.to(feats.dtype)[None, :]
+    return torch.stack([torch.cat([mod._grid_with_newlines(f, g, g), sep]) for f in feats])
+
+
+def _row(mode: str, batch: int, pps: float, flops: int, peak: float | None, ref_s: float, ref_model_s: float,
+         **extra: Any) -> dict:
+    from optimem.model import placeholder_count
+
+    return {
+        "mode": mode, "batch": batch, "compiled": "compile_s" in extra, **extra, "pages_per_s": round(pps, 1),
+        "tflops": round(flops * pps / 1e12, 1), "pct_peak": round(100 * flops * pps / peak, 1) if peak else None,
+        "reference_pages_per_s": round(1 / ref_s, 1), "speedup_vs_reference": round(pps * ref_s, 2),
+        "reference_model_pages_per_s": round(1 / ref_model_s, 1), "speedup_vs_reference_model": round(pps * ref_model_s, 2),
+        "gflop_per_page": round(flops / 1e9, 1), "placeholders": placeholder_count(mode),
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
 
     from optimem.bench.gpu import device_info, flops_of, time_fn
-    from optimem.model import DeepseekOCR, DeepseekOCRConfig, placeholder_count, tiny_config
-    from optimem.model.preprocess import MODES
+    from optimem.model import DeepseekOCR, DeepseekOCRConfig, tiny_config
+    from optimem.model.preprocess import MODES, preprocess
+    from optimem.model.sam_attention import fuse_sam_attention
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = tiny_config() if args.tiny else DeepseekOCRConfig()
     model = DeepseekOCR.random(config, dtype=args.dtype, device=str(device))
     mod = model.module
-    encoder = torch.compile(mod.encoder) if args.compile else mod.encoder
+    stock = mod.encoder  # transformers' SAM attention: the reference path and the FLOP count
+    fused = copy.deepcopy(stock)
+    fuse_sam_attention(fused)
+    ours = fused if args.attention == "fused" else stock
     info = device_info(device)
     peak = _peak(info.get("gpu", "")) if device.type == "cuda" else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    flops: dict[str, int] = {}
+
+    def optimem_path(encoder: Any, pixels: Any) -> Any:
+        return _layout(mod, encoder(pixels))
+
+    def reference_stages(img: Any) -> Any:
+        sam = stock.sam_model(img).last_hidden_state
+        clip = stock.vision_model(sam)
+        feats = stock.projector(torch.cat([clip[:, 1:], sam.flatten(2).permute(0, 2, 1)], -1))
+        g = int(math.isqrt(feats.shape[1]))
+        return mod._grid_with_newlines(feats[0], g, g)
+
     rows = []
+    compiled: dict[str, Any] = {}
     for mode in args.modes:
         size = MODES[mode][0]
+        page = _page_image(size)
         with torch.inference_mode():
             one = torch.randn(1, 3, size, size, device=device, dtype=model.dtype)
-            flops = flops_of(lambda: mod.page_embeddings(one))
+            flops[mode] = flops_of(lambda: optimem_path(stock, one))
 
-            def reference_path(pixels) -> None:
-                for i in range(pixels.shape[0]):  # one image per forward, stage by stage
-                    img = pixels[i : i + 1]
-                    sam = mod.encoder.sam_model(img).last_hidden_state
-                    clip = mod.encoder.vision_model(sam)
-                    feats = mod.encoder.projector(torch.cat([clip[:, 1:], sam.flatten(2).permute(0, 2, 1)], -1))
-                    g = int(math.isqrt(feats.shape[1]))
-                    mod._grid_with_newlines(feats[0], g, g)
+            def reference_from_image(n: int = 4) -> None:
+                for _ in range(n):  # per image: CPU preprocessing, fp32 tensor -> model dtype (bf16) -> device, stages
+                    x = torch.from_numpy(preprocess(page, mode))[None].to(model.dtype).to(device)
+                    with autocast:
+                        reference_stages(x)
 
-            ref_pixels = torch.randn(8, 3, size, size, device=device, dtype=model.dtype)
-            ref_s = time_fn(lambda: reference_path(ref_pixels), device) / 8
+            ref_pixels = torch.randn(4, 3, size, size, device=device, dtype=model.dtype)
+
+            def reference_model() -> None:
+                for i in range(ref_pixels.shape[0]):
+                    with autocast:
+                        reference_stages(ref_pixels[i : i + 1])
+
+            ref_s = time_fn(reference_from_image, device, min_seconds=args.min_seconds) / 4
+            ref_model_s = time_fn(reference_model, device, min_seconds=args.min_seconds) / 4
+            encoder = ours
+            if args.compile:
+                encoder = compiled.setdefault("enc", torch.compile(ours, dynamic=False))
             for b in args.batches:
-                pixels = torch.randn(b, 3, size, size, device=device, dtype=model.dtype)
-
-                def batched() -> None:
-                    feats = encoder(pixels)
-                    g = int(math.isqrt(feats.shape[1]))
-                    sep = mod.view_seperator[None, :]
-                    torch.stack([torch.cat([mod._grid_with_newlines(f, g, g), sep]) for f in feats])
-
                 try:
-                    s = time_fn(batched, device)
+                    pixels = torch.randn(b, 3, size, size, device=device, dtype=model.dtype)
+                    s = time_fn(lambda: optimem_path(encoder, pixels), device, min_seconds=args.min_seconds)
                 except torch.OutOfMemoryError:
+                    pixels = None
                     torch.cuda.empty_cache()
+                    rows.append({"mode": mode, "batch": b, "pages_per_s": None, "note": "out of memory"})
                     continue
-                pps = b / s
-                rows.append({
-                    "mode": mode, "batch": b, "pages_per_s": round(pps, 1),
-                    "tflops": round(flops * pps / 1e12, 1),
-                    "pct_peak": round(100 * flops * pps / peak, 1) if peak else None,
-                    "reference_pages_per_s": round(1 / ref_s, 1), "speedup_vs_reference": round(pps * ref_s, 2),
-                    "gflop_per_page": round(flops / 1e9, 1), "placeholders": placeholder_count(mode),
-                })
+                rows.append(_row(mode, b, b / s, flops[mode], peak, ref_s, ref_model_s))
+            for b in args.compile_batches:
+                import time
+
+                enc = compiled.setdefault("fused", torch.compile(fused, dynamic=False))
+                pixels = torch.randn(b, 3, size, size, device=device, dtype=model.dtype)
+                t0 = time.perf_counter()
+                optimem_path(enc, pixels)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                compile_s = time.perf_counter() - t0
+                s = time_fn(lambda: optimem_path(enc, pixels), device, min_seconds=args.min_seconds)
+                rows.append(_row(mode, b, b / s, flops[mode], peak, ref_s, ref_model_s, compile_s=round(compile_s, 1)))
+            pixels = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    result: dict[str, Any] = {"table": rows}
+    if args.variants is not None:
+        result["variants"] = _variants(args, mod, stock, fused, device, model.dtype, flops, peak)
     # decoder prefill at 8k tokens
     n = min(args.prefill_tokens, config.text.max_position_embeddings * 4)
     with torch.inference_mode():
         emb = torch.randn(1, n, config.text.hidden_size, device=device, dtype=model.dtype)
         pre_s = time_fn(lambda: mod.language(inputs_embeds=emb), device, min_seconds=1.0)
-    return {
-        "table": rows,
+    result.update({
         "decoder_prefill": {"tokens": n, "seconds": round(pre_s, 4), "tokens_per_s": round(n / pre_s)},
         "config": "tiny (smoke test)" if args.tiny else "full size DeepSeek-OCR v1 (3,336,106,240 parameters), random weights",
-        "dtype": args.dtype, "compiled": args.compile, "peak_bf16_flops": peak, **info,
-        "flops_method": "torch.utils.flop_counter.FlopCounterMode on one page",
-    }
+        "dtype": args.dtype, "attention": args.attention, "compiled": args.compile, "peak_bf16_flops": peak, **info,
+        "flops_method": "torch.utils.flop_counter.FlopCounterMode on one page through the stock encoder",
+        "reference_path": "optimem's encoder driven like DeepSeek-OCR's code: batch 1, stock SAM attention, autocast "
+                          "bf16, stage by stage; reference_pages_per_s includes per-image CPU preprocessing",
+    })
+    return result
+
+
+def _variants(args, mod, stock, fused, device, dtype, flops, peak) -> list[dict]:
+    """The same point timed with stock SDPA+bias, fused, and fused + torch.compile: measured, not guessed."""
+    import time
+
+    import torch
+
+    from optimem.bench.gpu import time_fn
+    from optimem.model.preprocess import MODES
+
+    points = args.variants or ["base:32"]
+    out = []
+    for i, point in enumerate(points):
+        mode, b = point.split(":")
+        size, b = MODES[mode][0], int(b)
+        with torch.inference_mode():
+            pixels = torch.randn(b, 3, size, size, device=device, dtype=dtype)
+            if mode not in flops:
+                one = pixels[:1]
+                from optimem.bench.gpu import flops_of
+
+                flops[mode] = flops_of(lambda: _layout(mod, stock(one)))
+            for name in ("sdpa", "fused", "fused+compile"):
+                enc = stock if name == "sdpa" else fused
+                row: dict[str, Any] = {"mode": mode, "batch": b, "variant": name}
+                try:
+                    if name.endswith("compile"):
+                        enc = torch.compile(fused, dynamic=False)
+                        t0 = time.perf_counter()
+                        _layout(mod, enc(pixels))
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
+                        row["compile_s"] = round(time.perf_counter() - t0, 1)
+                    s = time_fn(lambda: _layout(mod, enc(pixels)), device, min_seconds=args.min_seconds)
+                except torch.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    row["note"] = "out of memory"
+                    out.append(row)
+                    continue
+                pps = b / s
+                row.update({"pages_per_s": round(pps, 1), "tflops": round(flops[mode] * pps / 1e12, 1),
+                            "pct_peak": round(100 * flops[mode] * pps / peak, 1) if peak else None})
+                if args.profile and i == 0 and name == "fused":
+                    row["profile_top"] = _profile(lambda: _layout(mod, enc(pixels)), device)
+                out.append(row)
+    return out
+
+
+def _profile(fn, device) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()
+    with profile(activities=acts) as prof:
+        for _ in range(3):
+            fn()
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)[:25]
+    return [{"name": e.key[:90], "ms_per_call_total": round(getattr(e, key, 0) / 1e3 / 3, 3), "count": e.count // 3}
+            for e in events]

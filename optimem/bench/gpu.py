@@ -52,3 +52,27 @@ def device_info(device: Any) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
     return info
+
+
+def graphed_time(fn: Callable[[], Any], device: Any, *, min_seconds: float = 0.3, max_iters: int = 50) -> tuple[float, str]:
+    """Seconds per call of `fn` replayed as a CUDA graph (no Python or launch overhead, the way serving
+    engines run decode), or timed eagerly where there is no CUDA or the capture fails.
+    Returns (seconds, how): how is "cuda-graph" or "eager: <why>"."""
+    import torch
+
+    if getattr(device, "type", str(device)) != "cuda":
+        return time_fn(fn, device, min_seconds=min_seconds, max_iters=max_iters), "eager: no CUDA"
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up off the default stream, as capture requires
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return time_fn(graph.replay, device, min_seconds=min_seconds, max_iters=max_iters * 4), "cuda-graph"
+    except Exception as exc:  # capture refuses host syncs: measure eagerly and say why
+        torch.cuda.synchronize()
+        return time_fn(fn, device, min_seconds=min_seconds, max_iters=max_iters), f"eager: {type(exc).__name__}: {str(exc)[:120]}"

@@ -1,0 +1,140 @@
+"""CPU smoke tests of the GPU benchmarks (tiny configs) and of the fused SAM attention they rely on.
+GPU-only checks skip cleanly without CUDA."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from optimem.bench import e2e, encode  # noqa: E402
+from optimem.bench.gpu import flops_of, time_fn  # noqa: E402
+from optimem.model import DeepseekOCRConfig, tiny_config  # noqa: E402
+from optimem.model.modeling import _sam_encoder  # noqa: E402
+from optimem.model.sam_attention import FusedRelPosSamAttention, fuse_sam_attention  # noqa: E402
+
+
+def _sam(cfg, seed: int = 0):
+    torch.manual_seed(seed)
+    sam = _sam_encoder(cfg).eval()
+    with torch.no_grad():
+        for p in sam.parameters():  # non-zero relative-position tables, or the test proves nothing
+            p.copy_(torch.randn_like(p) * 0.05)
+    return sam
+
+
+@pytest.mark.parametrize("size", [512, 640, 1024])
+def test_fused_sam_attention_matches_transformers(size: int) -> None:
+    sam = _sam(tiny_config())
+    fused = copy.deepcopy(sam)
+    assert fuse_sam_attention(fused) == 2
+    assert fuse_sam_attention(fused) == 0  # idempotent
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        want = sam(x).last_hidden_state
+        got = fused(x).last_hidden_state
+    assert (want - got).abs().max().item() < 1e-5
+    assert want.abs().max().item() > 1e-2
+
+
+def test_fused_sam_attention_full_width_layer() -> None:
+    # the real head dim (64) and a 14x14 window + 32x32 global grid at 512 px
+    cfg = DeepseekOCRConfig()
+    sam = _sam(cfg)
+    sam.layers = sam.layers[:3]  # layers 0-1 windowed, 2 global: enough to cover both paths
+    fused = copy.deepcopy(sam)
+    fuse_sam_attention(fused)
+    h = torch.randn(1, 32, 32, cfg.sam.width)  # the token grid of a 512-px page
+    with torch.no_grad():
+        a = b = h
+        for la, lb in zip(sam.layers, fused.layers):
+            a, b = la(a), lb(b)
+    assert isinstance(fused.layers[2].attn, FusedRelPosSamAttention)
+    assert (a - b).abs().max().item() < 1e-4
+
+
+def test_fused_falls_back_past_head_dim_limit(monkeypatch) -> None:
+    from optimem.model import sam_attention
+
+    monkeypatch.setattr(sam_attention, "MAX_HEAD_DIM", 64)  # 32 + 32 + 32 > 64: the unfused path
+    cfg = tiny_config()
+    sam = _sam(cfg)
+    attn = copy.deepcopy(sam.layers[1].attn)  # the global block
+    ref = copy.deepcopy(attn)
+    attn.__class__ = FusedRelPosSamAttention
+    x = torch.randn(1, 32, 32, cfg.sam.width)
+    with torch.no_grad():
+        want = ref(x)[0]
+        got = attn(x)[0]
+    assert (want - got).abs().max().item() < 1e-5
+
+
+def test_time_fn_and_flops_count() -> None:
+    calls = []
+    s = time_fn(lambda: calls.append(1), "cpu", warmup=1, min_seconds=0.0, max_iters=5)
+    assert s >= 0 and 2 <= len(calls) <= 6
+    a = torch.randn(8, 16)
+    b = torch.randn(16, 4)
+    assert flops_of(lambda: a @ b) == 2 * 8 * 16 * 4
+
+
+def _ns(module, argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    module.add_arguments(p)
+    return p.parse_args(argv)
+
+
+def test_encode_bench_tiny_cpu() -> None:
+    args = _ns(encode, ["--tiny", "--device", "cpu", "--dtype", "float32", "--modes", "tiny", "--batches", "1", "2",
+                        "--prefill-tokens", "64", "--min-seconds", "0"])
+    out = encode.run(args)
+    rows = out["table"]
+    assert [r["batch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["pages_per_s"] > 0 and r["gflop_per_page"] > 0 and r["placeholders"] == 73
+        assert r["reference_pages_per_s"] > 0 and r["speedup_vs_reference"] > 0
+        assert r["pct_peak"] is None  # no peak for a CPU
+    assert out["decoder_prefill"]["tokens"] == 64
+    json.dumps(out)
+
+
+def test_e2e_replay_from_curves(tmp_path) -> None:
+    curves = {
+        "prefill": [[512, 0.01], [8192, 0.05], [131072, 1.5]],
+        "prefix_prefill": [[p, n, 0.002 * n / 128 + p * 1e-7] for p in (1024, 8192, 131072) for n in (128, 512, 2048)],
+        "decode_step": [[1024, 0.010], [8192, 0.011], [131072, 0.03]],
+        "encode_s_per_page": {"tiny": 0.002, "small": 0.003, "base": 0.004, "large": 0.008},
+        "kv_bytes_per_token_formula": 61440, "weights_bytes_bf16": 2 * 3_336_106_240,
+    }
+    path = tmp_path / "curves.json"
+    path.write_text(json.dumps(curves))
+    args = _ns(e2e, ["--curves", str(path), "--histories", "4096", "--budgets", "2048", "--plots", str(tmp_path)])
+    out = e2e.run(args)
+    rows = {r["strategy"]: r for r in out["table"]}
+    assert set(rows) == {"full", "prefix", "truncate@2048", "optimem@2048"}
+    assert rows["optimem@2048"]["final_context_tokens"] <= 2048 - e2e.REPLY_TOKENS
+    assert rows["truncate@2048"]["history_held_pct"] < rows["optimem@2048"]["history_held_pct"]
+    assert rows["prefix"]["cumulative_gpu_s"] < rows["full"]["cumulative_gpu_s"]
+    assert rows["full"]["kv_mib_per_session"] > rows["optimem@2048"]["kv_mib_per_session"]
+    assert (tmp_path / "e2e.png").stat().st_size > 1000
+
+
+def test_interp_is_linear_and_through_origin_below_grid() -> None:
+    pts = [[100, 1.0], [200, 3.0]]
+    assert e2e._interp(pts, 150) == pytest.approx(2.0)
+    assert e2e._interp(pts, 50) == pytest.approx(0.5)
+    assert e2e._interp(pts, 300) == pytest.approx(5.0)  # extrapolates the last segment
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_attention_bf16_cuda() -> None:
+    sam = _sam(tiny_config()).cuda().to(torch.bfloat16)
+    fused = copy.deepcopy(sam)
+    fuse_sam_attention(fused)
+    x = torch.randn(4, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert (sam(x).last_hidden_state - fused(x).last_hidden_state).abs().max().item() < 5e-2
