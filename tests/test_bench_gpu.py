@@ -73,6 +73,13 @@ def test_fused_falls_back_past_head_dim_limit(monkeypatch) -> None:
     assert (want - got).abs().max().item() < 1e-5
 
 
+def test_graphed_time_falls_back_on_cpu() -> None:
+    from optimem.bench.gpu import graphed_time
+
+    s, how = graphed_time(lambda: None, torch.device("cpu"), min_seconds=0.0, max_iters=3)
+    assert s >= 0 and how == "eager: no CUDA"
+
+
 def test_time_fn_and_flops_count() -> None:
     calls = []
     s = time_fn(lambda: calls.append(1), "cpu", warmup=1, min_seconds=0.0, max_iters=5)
@@ -121,6 +128,8 @@ def test_e2e_replay_from_curves(tmp_path) -> None:
     assert rows["prefix"]["cumulative_gpu_s"] < rows["full"]["cumulative_gpu_s"]
     assert rows["full"]["kv_mib_per_session"] > rows["optimem@2048"]["kv_mib_per_session"]
     assert (tmp_path / "e2e.png").stat().st_size > 1000
+    t = out["targets_at_32k"]["optimem@2048"]
+    assert t["kv_smaller_than_full"][0] > 1 and isinstance(t["decode_faster_than_full"][1], bool)
 
 
 def test_interp_is_linear_and_through_origin_below_grid() -> None:
