@@ -65,11 +65,14 @@ class Span:
 class RenderSettings:
     """Layout settings. `font_px` (on the master) is the density knob: smaller = more text per page.
 
-    The default is provisional until `optimem bench legibility` picks one from measurements.
+    Default 20 px: the densest page whose English text still reads back at >= 0.97 character accuracy
+    at the *tiny* tier in `optimem bench legibility` (about 1,040 DeepSeek-OCR tokens per page: 0.999
+    at every tier, ~16x compression at tiny, ~10x at small; benchmarks/results/legibility.json). A page
+    is rendered once and decays to tiny, so the coarsest tier sets the density.
     """
 
     page_px: int = 1280  # the master is rendered once at the largest tier and only downscaled
-    font_px: int = 22
+    font_px: int = 20
     line_spacing: float = 1.25
     margin_px: int = 28
     tab_width: int = 4
