@@ -70,3 +70,69 @@ def test_non_text_messages_pass_through_and_are_kept():
     msgs.insert(5, tool_msg)
     out = OpticalCompressor(provider="anthropic", budget=4000).invoke(msgs)
     assert tool_msg in out
+
+
+class RecordingFakeModel(GenericFakeChatModel):
+    """A fake chat model that keeps what it was sent."""
+
+    received: list = []
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.received.append(list(messages))
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+def _images(msgs):
+    return [m for m in msgs if isinstance(m.content, list) and any(b.get("type") == "image" for b in m.content)]
+
+
+def test_lcel_history_example_sends_old_turns_as_images(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("lcel_history", Path(__file__).parents[1] / "examples" / "lcel_history.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = RecordingFakeModel(messages=iter([AIMessage("QX7-4431Z")]), received=[])
+    chain, history = mod.build(model, store=f"sqlite:///{tmp_path / 'h.db'}")
+    history("s").add_messages(_conversation(120)[1:])
+    out = chain.invoke({"question": "What was my booking reference?"}, config={"configurable": {"session_id": "s"}})
+    assert out.content == "QX7-4431Z"
+    sent = model.received[-1]
+    assert isinstance(sent[0], SystemMessage) and _images(sent)
+    assert sent[-1].content == "What was my booking reference?"  # the new question arrives as text, last
+    order = [i for i, m in enumerate(sent) if m in _images(sent)]
+    assert order == sorted(order) and max(order) < len(sent) - 1
+    assert len(history("s").messages) == 122  # the chain recorded the question and the answer
+    assert mod.main()  # the script itself runs
+
+
+def test_chat_deepseek_ocr_native_model(tmp_path):
+    from optimem.backends import DeepseekOCRBackend
+    from optimem.langchain import ChatDeepSeekOCR
+    from optimem.memory import OpticalMemory
+    from optimem.model import DeepseekOCR, tiny_config
+
+    mem = OpticalMemory("native-lc", f"sqlite:///{tmp_path / 'n.db'}", backend=DeepseekOCRBackend(DeepseekOCR.random(tiny_config())))
+    chat = ChatDeepSeekOCR(memory=mem, budget=3000, max_new_tokens=3)
+    msgs = _conversation(30)[1:] + [HumanMessage("What was the booking reference?")]
+    reply = chat.invoke(msgs)
+    assert isinstance(reply, AIMessage)
+    turns = mem.turns()
+    assert len(turns) == 32 and turns[-2].content == "What was the booking reference?" and turns[-1].content == reply.content
+    assert list(chat.stream([HumanMessage("again")]))  # stream works (one chunk)
+    assert asyncio.run(chat.ainvoke([HumanMessage("and async")])).type == "ai"
+
+
+def test_agent_middleware_compresses_each_model_call():
+    pytest.importorskip("langchain.agents")
+    from langchain.agents import create_agent
+
+    from optimem.langchain import optical_memory_middleware
+
+    model = RecordingFakeModel(messages=iter([AIMessage("done")]), received=[])
+    agent = create_agent(model, tools=[], middleware=[optical_memory_middleware(OpticalCompressor(provider="gemini", budget=5000))])
+    msgs = _conversation(120)[1:]
+    result = agent.invoke({"messages": msgs})
+    assert result["messages"][-1].content == "done"
+    assert _images(model.received[-1]) and len(result["messages"]) == len(msgs) + 1  # state keeps full text

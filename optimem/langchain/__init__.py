@@ -126,3 +126,65 @@ class OpticalCompressor(RunnableSerializable[list[BaseMessage], list[BaseMessage
         import asyncio
 
         return await asyncio.to_thread(self.invoke, input, config, **kwargs)
+
+
+# -- the native path as a LangChain chat model ------------------------------------------------------
+from langchain_core.language_models.chat_models import BaseChatModel  # noqa: E402
+from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
+
+
+class ChatDeepSeekOCR(BaseChatModel):
+    """DeepSeek-OCR (run by optimem) with optical memory, as a LangChain chat model.
+
+    The memory is the conversation: messages the memory has not seen yet are recorded, the last human
+    message is answered through `OpticalMemory.chat` (old turns as vision tokens, recent ones as text),
+    and both turns are stored. invoke / stream / batch / async come from `BaseChatModel`.
+    """
+
+    memory: Any
+    budget: int = 8192
+    max_new_tokens: int = 256
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    @classmethod
+    def from_pretrained(cls, path: str, session: str = "langchain", store: str | None = None, **kwargs: Any) -> "ChatDeepSeekOCR":
+        from optimem.backends import DeepseekOCRBackend
+        from optimem.memory import OpticalMemory
+
+        return cls(memory=OpticalMemory(session, store, backend=DeepseekOCRBackend.from_pretrained(path)), **kwargs)
+
+    @property
+    def _llm_type(self) -> str:
+        return "optimem-deepseek-ocr"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        if not messages or not isinstance(messages[-1], HumanMessage):
+            raise InputError("ChatDeepSeekOCR answers the last message, which must be a HumanMessage")
+        mem = self.memory
+        seen = mem.store.count_turns(mem.session)
+        new = [m for m in messages[:-1]][seen:]
+        if new:
+            mem.add_many([{"role": _ROLE.get(m.type, "user"), "content": _text_of(m)} for m in new])
+        reply = mem.chat(_text_of(messages[-1]), budget=self.budget, max_new_tokens=self.max_new_tokens)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
+
+
+# -- LangChain 1.x agents ------------------------------------------------------------------------------
+def optical_memory_middleware(compressor: OpticalCompressor):
+    """Agent middleware (needs the optional `langchain` package: pip install "optimem[agents]") that
+    compresses the agent's messages before every model call, leaving the agent's state untouched."""
+    try:
+        from langchain.agents.middleware import AgentMiddleware
+    except ImportError:
+        raise InputError('the agent middleware needs langchain >= 1.0: pip install "optimem[agents]"') from None
+
+    class OpticalMemoryMiddleware(AgentMiddleware):
+        def wrap_model_call(self, request, handler):
+            return handler(request.override(messages=compressor.invoke(list(request.messages))))
+
+        async def awrap_model_call(self, request, handler):
+            return await handler(request.override(messages=await compressor.ainvoke(list(request.messages))))
+
+    return OpticalMemoryMiddleware()
