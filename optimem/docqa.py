@@ -1,0 +1,204 @@
+"""Long-document QA on compressed pages: ingest a document as pages, ask questions over them.
+
+    from optimem.docqa import DocumentMemory
+    docs = DocumentMemory("manual", "sqlite:///docs.db")
+    docs.ingest("manual.pdf")                          # or .txt / .md (rendered by optimem's renderer)
+    ans = docs.ask("What torque for the pump flange?", budget=4096)   # with model=... it also answers
+    ans.pages                                          # [(page, tier, bm25 score), ...]
+
+Ingest: text and Markdown go through `renderers.render_document`; PDF pages are rasterised directly by
+pdfium at the 1280 px master size (the document's own typesetting), and the PDF's text layer is kept
+beside each page (a page without one is still ingested, flagged `has_text: false`). Pages stream one
+at a time (bounded memory) and each is stored as it is made, so re-running skips pages already there.
+
+Ask: BM25 (`bm25s`) over the kept page texts picks the top-k pages; the policies then choose tiers so
+they fit the budget, treating relevance like recency (the most relevant page is the "newest", so the
+least relevant pages blur or drop first); the pages are spliced before the question in the native
+DeepSeek-OCR prompt and the answer cites them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optimem.errors import InputError
+from optimem.store import Store, StoredPage, open_store
+
+log = logging.getLogger(__name__)
+MASTER = 1280
+
+
+@dataclass
+class IngestReport:
+    source: str
+    doc_hash: str
+    pages: int
+    new_pages: int
+    pages_without_text: int
+    seconds: float
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str | None
+    pages: list[tuple[int, str, float]]  # (page index, tier, bm25 score), most relevant first
+    tokens: int
+    dropped: list[int] = field(default_factory=list)
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"question": self.question, "answer": self.answer, "tokens": self.tokens, "note": self.note,
+                "pages": [{"page": p, "tier": t, "score": round(s, 4)} for p, t, s in self.pages], "dropped": self.dropped}
+
+
+class DocumentMemory:
+    def __init__(self, session: str, store: Store | str | None = None, *, backend: Any = None) -> None:
+        from optimem.backends import LayoutBackend
+        from optimem.store import check_session
+
+        self.session = check_session(session)
+        self.store = store if isinstance(store, Store) else open_store(store)
+        self.backend = backend or LayoutBackend()
+
+    # -- ingest -------------------------------------------------------------------------------------
+    def ingest(self, path: str | Path, *, progress: bool = False) -> IngestReport:
+        import time
+
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if not data.strip():
+            raise InputError(f"{path} is empty: nothing to ingest")
+        doc_hash = hashlib.sha256(data).hexdigest()[:16]
+        meta = self.store.get_meta(self.session)
+        docs = meta.setdefault("docs", {})
+        first = docs.get(doc_hash, {}).get("first_page", self.store.count_pages(self.session))
+        done = {p.meta.get("page") for p in self.store.get_pages(self.session, with_png=False) if p.meta.get("doc") == doc_hash}
+        t0 = time.perf_counter()
+        pages_iter = self._pdf_pages(path, data) if path.suffix.lower() == ".pdf" else self._text_pages(path, data)
+        total = new = no_text = 0
+        from rich.progress import Progress
+
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task(f"ingest {path.name}", total=None)
+            for i, (png, text, content_hash) in enumerate(pages_iter):
+                total += 1
+                no_text += 0 if text.strip() else 1
+                if i in done:
+                    continue
+                from renderers.tokens import count_tokens
+
+                page = StoredPage(first + i, [{"turn": 0, "start": 0, "end": 0, "continued": False, "continues": False}],
+                                  text, count_tokens(text), content_hash, png=png,
+                                  meta={"doc": doc_hash, "page": i, "source": path.name, "has_text": bool(text.strip())})
+                docs[doc_hash] = {"source": path.name, "first_page": first, "pages": i + 1}
+                self.store.put_pages(self.session, [page], meta=meta)
+                new += 1
+                bar.update(task, advance=1)
+        return IngestReport(str(path), doc_hash, total, new, no_text, round(time.perf_counter() - t0, 3))
+
+    def _text_pages(self, path: Path, data: bytes):
+        from renderers import DOCUMENT_ROLE, Turn, iter_pages
+
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not UTF-8 text") from None
+        for page in iter_pages([Turn(DOCUMENT_ROLE, text)]):
+            yield page.png_bytes(), page.text, page.content_hash
+
+    def _pdf_pages(self, path: Path, data: bytes):
+        import pypdfium2 as pdfium
+
+        from renderers import png_bytes
+
+        try:
+            pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            msg = str(exc)
+            hint = "it is encrypted (password protected); decrypt it first" if "password" in msg.lower() else "it is corrupt or not a PDF"
+            raise InputError(f"cannot open {path}: {hint} ({msg})") from None
+        try:
+            for i in range(len(pdf)):
+                page = pdf[i]
+                w, h = page.get_size()
+                image = page.render(scale=MASTER / max(w, h)).to_pil().convert("L")
+                text = page.get_textpage().get_text_range()
+                png = png_bytes(image)
+                yield png, text, hashlib.sha256(png).hexdigest()
+                page.close()
+        finally:
+            pdf.close()
+
+    # -- ask ----------------------------------------------------------------------------------------
+    def retrieve(self, question: str, k: int = 8) -> list[tuple[int, float]]:
+        import bm25s
+
+        pages = self.store.get_pages(self.session, with_png=False)
+        if not pages:
+            raise InputError(f"session {self.session!r} has no ingested pages: run ingest first")
+        corpus = [p.text or "" for p in pages]
+        retriever = bm25s.BM25()
+        retriever.index(bm25s.tokenize(corpus, show_progress=False), show_progress=False)
+        docs, scores = retriever.retrieve(bm25s.tokenize([question], show_progress=False), k=min(k, len(pages)),
+                                          show_progress=False)
+        # pages with no text layer score 0 and come last (documented rule)
+        return [(pages[int(d)].index, float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+
+    def ask(self, question: str, *, budget: int = 4096, k: int = 8, max_new_tokens: int = 256) -> Answer:
+        from policies import PageInfo, Planner, Policy, Schedule, TurnInfo
+        from renderers.tokens import count_tokens
+
+        if not question.strip():
+            raise InputError("the question is empty")
+        hits = self.retrieve(question, k)
+        if not hits:
+            return Answer(question, None, [], 0, note="no page matches the question's words")
+        stored = {p.index: p for p in self.store.get_pages(self.session, with_png=False)}
+        # least relevant first ("oldest"), the question last ("newest", kept as text)
+        order = list(reversed(hits))
+        turns = [TurnInfo(i, stored[p].text_tokens) for i, (p, _) in enumerate(order)]
+        turns.append(TurnInfo(len(order), count_tokens(question) + 16))
+        pages = [PageInfo(i, i, i, stored[p].text_tokens) for i, (p, _) in enumerate(order)]
+        planner = Planner(self.backend.ladder, Policy(recent_turns=1, schedule=Schedule("turns", ())))
+        planner.extend(turns, pages)
+        plan = planner.plan(budget - max_new_tokens)
+        tiers = plan.floors()
+        chosen = [(order[i][0], tiers[i], order[i][1]) for i in range(len(order)) if tiers.get(i, "dropped") != "dropped"]
+        chosen.reverse()
+        dropped = [order[i][0] for i in range(len(order)) if tiers.get(i) == "dropped"]
+        answer = None
+        note = "no model: retrieval and plan only"
+        if getattr(self.backend, "has_model", False):
+            inputs = self.build_inputs(question, chosen)
+            answer = self.backend.model.generate_text(inputs, max_new_tokens=max_new_tokens)
+            cites = ", ".join(f"p.{stored[p].meta.get('page', p) + 1}" for p, _, _ in chosen)
+            answer = f"{answer} [{cites}]" if cites else answer
+            note = ""
+        return Answer(question, answer, chosen, plan.total_tokens, dropped, note)
+
+    def build_inputs(self, question: str, chosen: list[tuple[int, str, float]]) -> dict[str, Any]:
+        """BOS, each page's placeholders + "\\n" (document order), then the question in the chat format."""
+        from PIL import Image
+
+        from renderers.tokens import BOS_ID, IMAGE_TOKEN_ID
+
+        ordered = sorted(chosen)
+        ids = [BOS_ID]
+        embeds = []
+        tok = self.backend.model.tokenizer
+        for p, tier, _ in ordered:
+            (sp,) = self.store.get_pages(self.session, p, p + 1)
+            emb = self.backend.encode([Image.open(io.BytesIO(sp.png))], tier)[0]
+            ids += [IMAGE_TOKEN_ID] * emb.shape[0] + tok.encode("\n", add_special_tokens=False).ids
+            embeds.append(emb)
+        ids += tok.encode(f"<|User|>: {question}\n\n<|Assistant|>:", add_special_tokens=False).ids
+        return {"input_ids": ids, "image_embeds": embeds}
