@@ -90,32 +90,15 @@ def official_to_internal(tensors: dict[str, torch.Tensor], n_experts: int | None
     return out, unknown
 
 
-_REVERSE: list[tuple[str, str]] = [
-    (r"encoder\.sam_model\.patch_embed\.projection\.", "model.sam_model.patch_embed.proj."),
-    (r"encoder\.sam_model\.pos_embed$", "model.sam_model.pos_embed"),
-    (r"encoder\.sam_model\.layers\.(\d+)\.layer_norm1\.", r"model.sam_model.blocks.\1.norm1."),
-    (r"encoder\.sam_model\.layers\.(\d+)\.layer_norm2\.", r"model.sam_model.blocks.\1.norm2."),
-    (r"encoder\.sam_model\.layers\.(\d+)\.attn\.", r"model.sam_model.blocks.\1.attn."),
-    (r"encoder\.sam_model\.layers\.(\d+)\.mlp\.", r"model.sam_model.blocks.\1.mlp."),
-    (r"encoder\.sam_model\.neck\.conv1\.", "model.sam_model.neck.0."),
-    (r"encoder\.sam_model\.neck\.layer_norm1\.", "model.sam_model.neck.1."),
-    (r"encoder\.sam_model\.neck\.conv2\.", "model.sam_model.neck.2."),
-    (r"encoder\.sam_model\.neck\.layer_norm2\.", "model.sam_model.neck.3."),
-    (r"encoder\.sam_model\.proj\.conv1\.", "model.sam_model.net_2."),
-    (r"encoder\.sam_model\.proj\.conv2\.", "model.sam_model.net_3."),
-    (r"encoder\.vision_model\.class_embedding$", "model.vision_model.embeddings.class_embedding"),
-    (r"encoder\.vision_model\.patch_embedding\.", "model.vision_model.embeddings.patch_embedding."),
-    (r"encoder\.vision_model\.position_embedding\.", "model.vision_model.embeddings.position_embedding."),
-    (r"encoder\.vision_model\.pre_layrnorm\.", "model.vision_model.pre_layrnorm."),
-    (r"encoder\.vision_model\.encoder\.layers\.", "model.vision_model.transformer.layers."),
-    (r"encoder\.projector\.", "model.projector.layers."),
-    (r"image_newline$", "model.image_newline"),
-    (r"view_seperator$", "model.view_seperator"),
-    (r"language\.embed_tokens\.", "model.embed_tokens."),
-    (r"language\.norm\.", "model.norm."),
-    (r"language\.layers\.", "model.layers."),
-    (r"lm_head\.", "lm_head."),
-]
+def _reverse_rule(official: str, internal: str) -> tuple[str, str]:
+    """The inverse of one rename rule: internal-name pattern -> official replacement."""
+    anchored = official.endswith("$")
+    pat = re.escape(internal).replace(re.escape("\\1"), r"(\d+)") + ("$" if anchored else "")
+    rep = official.rstrip("$").replace(r"(\d+)", "\\1").replace("\\.", ".")
+    return pat, rep
+
+
+_REVERSE = [_reverse_rule(a, b) for a, b in _RULES]
 _REVERSE_C = [(re.compile("^" + a), b) for a, b in _REVERSE]
 
 
