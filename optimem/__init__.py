@@ -9,7 +9,7 @@ that the CLI and the pure-Python parts start fast.
 from optimem.errors import OptimemError
 
 __version__ = "0.1.0"
-__all__ = ["DeepseekOCRBackend", "LayoutBackend", "OpticalMemory", "OptimemError", "__version__", "open_store"]
+__all__ = ["DeepseekOCR2Backend", "DeepseekOCRBackend", "LayoutBackend", "OpticalMemory", "OptimemError", "__version__", "open_store"]
 
 
 def __getattr__(name: str):
@@ -18,7 +18,7 @@ def __getattr__(name: str):
         from optimem.memory import OpticalMemory
 
         return OpticalMemory
-    if name in ("DeepseekOCRBackend", "LayoutBackend"):
+    if name in ("DeepseekOCRBackend", "DeepseekOCR2Backend", "LayoutBackend"):
         from optimem import backends
 
         return getattr(backends, name)

@@ -3,8 +3,11 @@
 - `LayoutBackend`: DeepSeek-OCR v1's ladder (large 421, base 273, small 111, tiny 73 placeholder
   tokens) without a model. Planning, rendering, the demo and API-model compression work with it; it
   encodes nothing. No torch import.
-- `DeepseekOCRBackend`: the native path through `optimem.model` (DeepSeek-OCR v1 run by optimem):
-  encodes pages into vision-token embeddings, builds decoder inputs and generates.
+- `DeepseekOCRBackend`: the native path through `optimem.model`: encodes pages into vision-token
+  embeddings, builds decoder inputs and generates. It drives either model: DeepSeek-OCR v1 (run by
+  optimem, ladder large/base/small/tiny) or DeepSeek-OCR-2 (transformers' native classes, ladder
+  tiles/base/small); `from_pretrained` picks by the checkpoint's config.json.
+- `DeepseekOCR2Backend`: the same backend, insisting on a DeepSeek-OCR-2 checkpoint.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class LayoutBackend:
 
 
 class DeepseekOCRBackend:
-    """DeepSeek-OCR v1 through optimem's own implementation (`optimem.model`)."""
+    """A DeepSeek-OCR model (v1 or OCR-2, see `optimem.model`) reading the pages."""
 
     has_model = True
 
@@ -53,10 +56,11 @@ class DeepseekOCRBackend:
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, path: str, **kwargs: Any) -> "DeepseekOCRBackend":
-        from optimem.model import DeepseekOCR
+    def from_pretrained(cls, path: str, *, batch_size: int = 16, **kwargs: Any) -> "DeepseekOCRBackend":
+        """v1 or OCR-2 by the checkpoint's model_type; `dtype` and `device` pass through."""
+        from optimem.model import load_model
 
-        return cls(DeepseekOCR.from_pretrained(path, **kwargs))
+        return cls(load_model(path, **kwargs), batch_size=batch_size)
 
     def placeholder_count(self, tier: str) -> int:
         return self.model.placeholder_count(tier)
@@ -68,3 +72,13 @@ class DeepseekOCRBackend:
             batch = self.model.encode_pages(images[i : i + self.batch_size], tier)
             out.extend(batch.unbind(0))
         return out
+
+
+class DeepseekOCR2Backend(DeepseekOCRBackend):
+    """DeepSeek-OCR-2 through transformers' native classes (`optimem.model.DeepseekOCR2`)."""
+
+    @classmethod
+    def from_pretrained(cls, path: str, *, batch_size: int = 16, **kwargs: Any) -> "DeepseekOCR2Backend":
+        from optimem.model.ocr2 import DeepseekOCR2
+
+        return cls(DeepseekOCR2.from_pretrained(path, **kwargs), batch_size=batch_size)

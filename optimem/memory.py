@@ -60,13 +60,17 @@ class ContextPage:
     png: bytes = field(repr=False, default=b"")
     embeds: Any = field(repr=False, default=None)  # [tokens, hidden] with a model backend
 
-    def image(self):
-        """The page as the model sees it at this tier (RGB, tier resolution)."""
+    def master(self):
+        """The page as rendered (the largest tier's resolution); backends derive their own views."""
         import io
 
         from PIL import Image
 
-        return derive_tier(Image.open(io.BytesIO(self.png)), self.tier)
+        return Image.open(io.BytesIO(self.png))
+
+    def image(self):
+        """The page as DeepSeek-OCR v1 sees it at this tier (RGB, tier resolution)."""
+        return derive_tier(self.master(), self.tier)
 
 
 @dataclass
@@ -212,14 +216,26 @@ class OpticalMemory:
             self._planned_turns += len(new_turns)
         new_pages = self.store.get_pages(self.session, self._planned_pages, with_png=False)
         if new_pages:
+            floors = {p.index: self._floor_on_ladder(p.floor) for p in new_pages}
             planner.extend(pages=[
-                PageInfo(p.index, p.spans[0]["turn"], p.spans[-1]["turn"], p.text_tokens, p.floor,
+                PageInfo(p.index, p.spans[0]["turn"], p.spans[-1]["turn"], p.text_tokens, floors[p.index],
                          partial_last=bool(p.spans[-1]["continues"]))
                 for p in new_pages
             ])
-            self._floors.update({p.index: p.floor for p in new_pages})
+            self._floors.update(floors)
             self._planned_pages += len(new_pages)
         return planner
+
+    def _floor_on_ladder(self, floor: str | None) -> str | None:
+        """A stored floor on the current backend's ladder. A session planned with another model's
+        ladder (v1 'tiny' read by OCR-2, say) keeps forgetting monotone: an unknown tier becomes the
+        coarsest tier this ladder has, never a sharper one."""
+        names = self.backend.ladder.names
+        if floor is None or floor == "dropped" or floor in names:
+            return floor
+        log.warning("session %s: stored tier %r is not on %s's ladder; treating it as %r",
+                    self.session, floor, self.backend.model_id, names[-1])
+        return names[-1]
 
     def plan(self, budget: int, *, reserve: int = 0) -> Plan:
         """Seal pages, plan under `budget` (minus `reserve`), persist the new floors."""
@@ -295,7 +311,7 @@ class OpticalMemory:
             unique: dict[str, ContextPage] = {}
             for p in group:  # identical page images are encoded once
                 unique.setdefault(p.content_hash, p)
-            embeds = dict(zip(unique, self.backend.encode([p.image() for p in unique.values()], tier)))
+            embeds = dict(zip(unique, self.backend.encode([p.master() for p in unique.values()], tier)))
             for h, emb in embeds.items():
                 blob = codec.encode(emb, model=model_id, tier=tier, content_hash=h)
                 self.store.put_cache(self.session, cache_key(h, model_id, tier), blob)
