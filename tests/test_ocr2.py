@@ -181,3 +181,19 @@ def test_a_session_planned_for_v1_keeps_forgetting_monotone_on_ocr2(model, tmp_p
         assert tier in order
         if before.get(page) in ("tiny", "dropped"):  # a v1 floor unknown to OCR-2 maps to its coarsest tier
             assert order.index(tier) >= order.index("small" if before[page] == "tiny" else "dropped")
+
+
+def test_chat_cli_loads_an_ocr2_checkpoint(checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    from optimem.store import open_store
+
+    out = subprocess.run(
+        [sys.executable, "-m", "optimem", "chat", "--model", str(checkpoint), "--store", f"sqlite:///{tmp_path / 'c.db'}",
+         "--device", "cpu", "--max-new-tokens", "3"],
+        input="hello\n\n", capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    turns = open_store(f"sqlite:///{tmp_path / 'c.db'}").get_turns("chat")
+    assert [t.role for t in turns] == ["user", "assistant"] and turns[0].content == "hello"
