@@ -344,7 +344,8 @@ class OpticalMemory:
         from PIL import Image
 
         if tier is None:
-            tier = sp.floor if sp.floor not in (None, "dropped") else self.backend.ladder.names[0]
+            floor = self._floor_on_ladder(sp.floor)
+            tier = floor if floor not in (None, "dropped") else self.backend.ladder.names[0]
         return self.backend.model.ocr(Image.open(io.BytesIO(sp.png)), tier, max_new_tokens=max_new_tokens)
 
     def stats(self) -> dict[str, Any]:

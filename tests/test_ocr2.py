@@ -174,6 +174,8 @@ def test_a_session_planned_for_v1_keeps_forgetting_monotone_on_ocr2(model, tmp_p
     v1_plan = v1.plan(1500)
     assert "tiny" in {t for _, t in v1_plan.page_tiers}
     ocr2 = OpticalMemory("switch", url, render=SMALL, backend=DeepseekOCRBackend(model))
+    tiny_page = next(p for p, t in v1_plan.page_tiers if t == "tiny")
+    assert isinstance(ocr2.recall(tiny_page, max_new_tokens=2), str)  # read at OCR-2's "small", not v1's "tiny"
     plan = ocr2.plan(1500)
     order = ("tiles", "base", "small", "dropped")
     before = dict(v1_plan.page_tiers)
