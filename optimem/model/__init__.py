@@ -1,14 +1,19 @@
-"""DeepSeek-OCR v1, run by optimem on transformers 5 (no trust_remote_code), CPU or CUDA, fp32 or bf16.
+"""DeepSeek-OCR models for optimem, on transformers 5 (no trust_remote_code), CPU or CUDA, fp32 or bf16.
+
+- `DeepseekOCR`: DeepSeek-OCR v1, implemented here (no release of transformers has it); ladder
+  large 421 / base 273 / small 111 / tiny 73 tokens per page, plus gundam tiling.
+- `DeepseekOCR2`: DeepSeek-OCR-2 through transformers' native classes (`optimem.model.ocr2`);
+  ladder tiles 833 / base 257 / small 145.
+- `load_model(path)`: either, by the checkpoint's config.json.
 
     from optimem.model import DeepseekOCR
     model = DeepseekOCR.from_pretrained("/models/DeepSeek-OCR", dtype="bfloat16", device="cuda")
     embeds = model.encode_pages(images, "small")      # [B, 111, 1280]: grid rows + newlines + separator
-    ids = model.prompt_ids(["<image>" * 111, "\\nFree OCR."])
     text = model.ocr(image, "small")                     # a page back to text
 
-The API the memory uses: `encode_pages`, `placeholder_count`, `build_inputs_embeds`, `generate`,
-`generate_text`, `ocr`, `ladder`, `model_id`. `DeepseekOCR.random(config)` builds random weights
-(tests, benchmarks); `tiny_config()` is small enough for CPU tests.
+The API the memory uses (both models): `encode_pages`, `placeholder_count`, `build_inputs_embeds`,
+`generate`, `generate_text`, `ocr`, `ladder`, `model_id`, `tokenizer`. `DeepseekOCR.random(config)`
+builds random weights (tests, benchmarks); `tiny_config()` is small enough for CPU tests.
 """
 
 from __future__ import annotations
