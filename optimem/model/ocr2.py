@@ -77,6 +77,35 @@ def tiny_ocr2_config():
     )
 
 
+def full_ocr2_config():
+    """DeepSeek-OCR-2 at full size, for benchmarks with random weights: SAM-B with the 512 -> 896
+    compressor and the 24-layer Qwen2-style encoder (hidden 896, 14 heads, 2 KV heads, FFN 4864,
+    rope theta 1e6), as in the reference code (shared/reference/deepseek-ocr.md section 7). The decoder
+    is set to v1's DeepSeek-3B-MoE sizes; OCR-2's own decoder config was not available to check."""
+    from transformers import DeepseekOcr2Config
+
+    from optimem.model.config import TextConfig
+
+    t = TextConfig()
+    return DeepseekOcr2Config(
+        vision_config={
+            "sam_config": {"downsample_channels": [512, 896]},
+            "encoder_config": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                               "num_attention_heads": 14, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
+                               "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0}},
+        },
+        text_config={"vocab_size": t.vocab_size, "hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
+                     "moe_intermediate_size": t.moe_intermediate_size, "num_hidden_layers": t.num_hidden_layers,
+                     "num_attention_heads": t.num_attention_heads, "num_key_value_heads": t.num_key_value_heads,
+                     "n_routed_experts": t.n_routed_experts, "n_shared_experts": t.n_shared_experts,
+                     "num_experts_per_tok": t.num_experts_per_tok,
+                     "mlp_layer_types": ["dense"] * t.first_k_dense_replace
+                     + ["sparse"] * (t.num_hidden_layers - t.first_k_dense_replace),
+                     "max_position_embeddings": t.max_position_embeddings,
+                     "bos_token_id": t.bos_token_id, "eos_token_id": t.eos_token_id},
+    )
+
+
 class DeepseekOCR2(DecoderMixin):
     """DeepSeek-OCR-2 (transformers' native model) with optimem's page API."""
 
