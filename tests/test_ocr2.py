@@ -199,3 +199,12 @@ def test_chat_cli_loads_an_ocr2_checkpoint(checkpoint, tmp_path):
     assert out.returncode == 0, out.stderr
     turns = open_store(f"sqlite:///{tmp_path / 'c.db'}").get_turns("chat")
     assert [t.role for t in turns] == ["user", "assistant"] and turns[0].content == "hello"
+
+
+def test_bfloat16_tracks_float32(model):
+    bf16 = DeepseekOCR2.random(seed=5, dtype="bfloat16")
+    page = _page("precision")
+    for tier in ("tiles", "small"):
+        ref, low = model.encode_pages([page], tier), bf16.encode_pages([page], tier)
+        assert low.dtype == torch.bfloat16
+        assert (ref - low.float()).abs().max() < 0.02 * ref.abs().max(), tier
