@@ -208,3 +208,18 @@ def test_bfloat16_tracks_float32(model):
         ref, low = model.encode_pages([page], tier), bf16.encode_pages([page], tier)
         assert low.dtype == torch.bfloat16
         assert (ref - low.float()).abs().max() < 0.02 * ref.abs().max(), tier
+
+
+def test_ocr2_encode_benchmark_runs_tiny_on_cpu():
+    import argparse
+
+    from optimem.bench import ocr2 as bench
+
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    result = bench.run(p.parse_args(["--tiny", "--device", "cpu", "--tiers", "small", "tiles", "--batches", "2",
+                                     "--min-seconds", "0.05"]))
+    assert [(r["tier"], r["placeholders"]) for r in result["rows"]] == [("small", 145), ("tiles", 833)]
+    assert all(r["pages_per_s"] > 0 and r["gflop_per_page"] > 0 for r in result["rows"])
+    tiles, small = result["rows"][1], result["rows"][0]
+    assert tiles["gflop_per_page"] > 4 * small["gflop_per_page"]  # 4 tiles + a larger global view

@@ -1,0 +1,62 @@
+"""`optimem bench ocr2`: DeepSeek-OCR-2's encoder (transformers' native classes, through
+`optimem.model.DeepseekOCR2`) in pages/s and TFLOP/s per optimem tier and batch size.
+
+Full-size OCR-2 vision side (SAM-B, the 896-channel compressor, the 24-layer Qwen2-style encoder) with
+random weights, bf16 on CUDA. Timed: `get_image_features` from pixels already on the device (the
+image processor's CPU work is excluded, as in `bench encode`'s optimem path), each batch one forward
+(global views batched together, tiles batched together). FLOPs per page: torch's FlopCounterMode over
+one page, 2 per multiply-add. Eager transformers code as shipped; nothing fused or compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--tiers", nargs="+", default=["small", "base", "tiles"])
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    p.add_argument("--tiny", action="store_true", help="tiny random config (CPU smoke test), not full size")
+    p.add_argument("--min-seconds", type=float, default=0.5)
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from optimem.bench.encode import PEAKS_BF16, _page_image
+    from optimem.bench.gpu import device_info, flops_of, time_fn
+    from optimem.model.ocr2 import DeepseekOCR2, full_ocr2_config, tiny_ocr2_config
+    from optimem.model.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    dtype = args.dtype if device.type == "cuda" else "float32"  # bf16 matmuls crawl on most CPUs
+    model = DeepseekOCR2.random(tiny_ocr2_config() if args.tiny else full_ocr2_config(), dtype=dtype, device=str(device))
+    info = device_info(device)
+    peak = next((v for k, v in PEAKS_BF16.items() if k in info.get("gpu", "")), None)
+    page = _page_image(1024)  # the same rendered page `bench encode` uses
+    rows = []
+    for tier in args.tiers:
+        one = model.pixels([page], tier)
+        with torch.inference_mode():
+            flops = flops_of(lambda: model.hf.model.get_image_features(**one))
+        for b in args.batches:
+            inputs = model.pixels([page] * b, tier)
+
+            def step(inputs: dict[str, Any] = inputs) -> None:
+                with torch.inference_mode():
+                    model.hf.model.get_image_features(**inputs)
+
+            s = time_fn(step, device, min_seconds=args.min_seconds)
+            pps = b / s
+            rows.append({"tier": tier, "batch": b, "placeholders": model.placeholder_count(tier),
+                         "pages_per_s": round(pps, 1), "gflop_per_page": round(flops / 1e9, 1),
+                         "tflops": round(flops * pps / 1e12, 1),
+                         "pct_peak": round(100 * flops * pps / peak, 1) if peak else None})
+    vision_params = sum(p.numel() for p in model.hf.model.vision_tower.parameters())
+    return {"rows": rows, "config": "tiny" if args.tiny else "full", "dtype": str(model.dtype).removeprefix("torch."),
+            "vision_params": vision_params, "peak_bf16_flops": peak, **info,
+            "method": __doc__.split("\n\n", 1)[1].strip()}
+
