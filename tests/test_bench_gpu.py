@@ -109,6 +109,23 @@ def test_encode_bench_tiny_cpu() -> None:
     json.dumps(out)
 
 
+def test_encode_bench_variants_exactness_cpu() -> None:
+    # the compiled rows / variants / exactness wiring, with dynamo's eager backend (no inductor on CPU)
+    args = _ns(encode, ["--tiny", "--device", "cpu", "--dtype", "float32", "--modes", "tiny", "--batches", "2",
+                        "--compile-batches", "2", "--compile-backend", "eager", "--variants", "tiny:2", "--exactness",
+                        "--prefill-tokens", "64", "--min-seconds", "0"])
+    torch._dynamo.reset()
+    out = encode.run(args)
+    rows = out["table"]
+    assert [(r["batch"], r["compiled"]) for r in rows] == [(2, False), (2, True)]
+    assert [v["variant"] for v in out["variants"]] == ["sdpa", "fused", "compiled"]
+    ex = out["exactness"]
+    for path in ("stock_bf16", "fused_bf16", "compiled_bf16"):  # fp32 here: all equal to the reference
+        assert ex[path]["max_abs_err"] < 1e-4
+    assert out["compiled_path"]["entry"] == "optimem.model.speed.compile_encoder"
+    json.dumps(out)
+
+
 def test_e2e_replay_from_curves(tmp_path) -> None:
     curves = {
         "prefill": [[512, 0.01], [8192, 0.05], [131072, 1.5]],

@@ -9,7 +9,11 @@ machine), bf16 on CUDA.
   and attention FLOPs at 2 per multiply-add; the extra FLOPs of the fused attention's wider heads
   (sam_attention.py) are not counted, so TFLOP/s is not flattered by them.
 - optimem path: pages batched per forward, pixels already on the GPU, SAM attention fused
-  (`--attention fused`, the default), newline/separator layout included.
+  (`--attention fused`, the default), newline/separator layout included. Compiled rows
+  (`--compile-batches`) go through the library's entry point, `optimem.model.speed.compile_encoder`
+  (fused attention with 64-wide values on CUDA, the patch embedding as one matmul, torch.compile).
+- `--exactness`: at the first variant point, the bf16 paths' outputs against the stock encoder run in
+  fp32 (same weights), max and mean absolute error, next to the stock bf16 path's own error.
 - Reference path: the same weights driven the way DeepSeek-OCR's own code drives them: one image per
   forward, stock SAM attention with the dense bias, under `torch.autocast(bfloat16)`, SAM, CLIP and
   projector called stage by stage and the newline layout assembled per image. Reported twice:
@@ -43,10 +47,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="SAM attention for the optimem path: fused relative positions (default) or stock SDPA+bias")
     p.add_argument("--compile", action="store_true", help="torch.compile the optimem encoder (one compile per shape)")
     p.add_argument("--compile-batches", nargs="*", type=int, default=[],
-                   help="also rows with the fused encoder under torch.compile at these batch sizes (one compile per shape)")
+                   help="also rows with the encoder compiled by optimem.model.speed.compile_encoder at these batch sizes")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode for the compiled rows (default: torch's)")
+    p.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; 'eager' for smoke tests)")
+    p.add_argument("--compile-attention", default="fused", choices=["fused", "flex", "flex-global"],
+                   help="SAM attention of the compiled rows (see optimem.model.speed)")
     p.add_argument("--variants", nargs="*", metavar="MODE:BATCH", default=None,
-                   help="also time sdpa / fused / fused+compile at these points (default base:32)")
-    p.add_argument("--profile", action="store_true", help="top CUDA kernels of the optimem path at the first variant point")
+                   help="also time sdpa / fused / compiled at these points (default base:32)")
+    p.add_argument("--profile", action="store_true",
+                   help="top CUDA kernels of the fused and compiled paths at the first variant point")
+    p.add_argument("--exactness", action="store_true",
+                   help="bf16 outputs against the stock encoder in fp32 at the first variant point")
     p.add_argument("--min-seconds", type=float, default=0.5)
 
 
@@ -107,16 +118,32 @@ def run(args: argparse.Namespace) -> dict:
     from optimem.bench.gpu import device_info, flops_of, time_fn
     from optimem.model import DeepseekOCR, DeepseekOCRConfig, tiny_config
     from optimem.model.preprocess import MODES, preprocess
-    from optimem.model.sam_attention import fuse_sam_attention
+    from optimem.model.sam_attention import fuse_sam_attention, restore_sam_attention
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = tiny_config() if args.tiny else DeepseekOCRConfig()
     model = DeepseekOCR.random(config, dtype=args.dtype, device=str(device))
     mod = model.module
     stock = mod.encoder  # transformers' SAM attention: the reference path and the FLOP count
+    restore_sam_attention(stock)  # DeepseekOCR fuses by default; the stock path must be stock
     fused = copy.deepcopy(stock)
     fuse_sam_attention(fused)
     ours = fused if args.attention == "fused" else stock
+
+    def compiled_encoder() -> Any:
+        """The library's compiled path (optimem.model.speed.compile_encoder) on a copy of the weights."""
+        from types import SimpleNamespace
+
+        from optimem.model.speed import compile_encoder
+
+        if "lib" not in compiled:
+            enc = copy.deepcopy(stock)
+            extra = {"backend": args.compile_backend} if args.compile_backend else {}
+            compile_encoder(SimpleNamespace(module=SimpleNamespace(encoder=enc)), args.compile_mode,
+                            attention=args.compile_attention, **extra)
+            compiled["lib"] = enc
+        return compiled["lib"]
+
     info = device_info(device)
     peak = _peak(info.get("gpu", "")) if device.type == "cuda" else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -156,9 +183,7 @@ def run(args: argparse.Namespace) -> dict:
 
             ref_s = time_fn(reference_from_image, device, min_seconds=args.min_seconds) / 4
             ref_model_s = time_fn(reference_model, device, min_seconds=args.min_seconds) / 4
-            encoder = ours
-            if args.compile:
-                encoder = compiled.setdefault("enc", torch.compile(ours, dynamic=False))
+            encoder = compiled_encoder() if args.compile else ours
             for b in args.batches:
                 try:
                     pixels = torch.randn(b, 3, size, size, device=device, dtype=model.dtype)
@@ -172,7 +197,7 @@ def run(args: argparse.Namespace) -> dict:
             for b in args.compile_batches:
                 import time
 
-                enc = compiled.setdefault("fused", torch.compile(fused, dynamic=False))
+                enc = compiled_encoder()
                 pixels = torch.randn(b, 3, size, size, device=device, dtype=model.dtype)
                 t0 = time.perf_counter()
                 optimem_path(enc, pixels)
@@ -186,7 +211,9 @@ def run(args: argparse.Namespace) -> dict:
                 torch.cuda.empty_cache()
     result: dict[str, Any] = {"table": rows}
     if args.variants is not None:
-        result["variants"] = _variants(args, mod, stock, fused, device, model.dtype, flops, peak)
+        result["variants"] = _variants(args, mod, stock, fused, compiled_encoder, device, model.dtype, flops, peak)
+        if args.exactness:
+            result["exactness"] = _exactness(args, stock, fused, compiled_encoder, device, model.dtype)
     # decoder prefill at 8k tokens
     n = min(args.prefill_tokens, config.text.max_position_embeddings * 4)
     with torch.inference_mode():
@@ -196,6 +223,9 @@ def run(args: argparse.Namespace) -> dict:
         "decoder_prefill": {"tokens": n, "seconds": round(pre_s, 4), "tokens_per_s": round(n / pre_s)},
         "config": "tiny (smoke test)" if args.tiny else "full size DeepSeek-OCR v1 (3,336,106,240 parameters), random weights",
         "dtype": args.dtype, "attention": args.attention, "compiled": args.compile, "peak_bf16_flops": peak, **info,
+        "compiled_path": {"entry": "optimem.model.speed.compile_encoder", "mode": args.compile_mode or "default",
+                          "attention": args.compile_attention, "dynamic": False,
+                          "backend": args.compile_backend or "inductor"},
         "flops_method": "torch.utils.flop_counter.FlopCounterMode on one page through the stock encoder",
         "reference_path": "optimem's encoder driven like DeepSeek-OCR's code: batch 1, stock SAM attention, autocast "
                           "bf16, stage by stage; reference_pages_per_s includes per-image CPU preprocessing",
@@ -203,8 +233,8 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def _variants(args, mod, stock, fused, device, dtype, flops, peak) -> list[dict]:
-    """The same point timed with stock SDPA+bias, fused, and fused + torch.compile: measured, not guessed."""
+def _variants(args, mod, stock, fused, compiled_encoder, device, dtype, flops, peak) -> list[dict]:
+    """The same point timed with stock SDPA+bias, fused eager, and the library's compiled path."""
     import time
 
     import torch
@@ -224,17 +254,17 @@ def _variants(args, mod, stock, fused, device, dtype, flops, peak) -> list[dict]
                 from optimem.bench.gpu import flops_of
 
                 flops[mode] = flops_of(lambda: _layout(mod, stock(one)))
-            for name in ("sdpa", "fused", "fused+compile"):
+            for name in ("sdpa", "fused", "compiled"):
                 enc = stock if name == "sdpa" else fused
                 row: dict[str, Any] = {"mode": mode, "batch": b, "variant": name}
                 try:
-                    if name.endswith("compile"):
-                        enc = torch.compile(fused, dynamic=False)
+                    if name == "compiled":
+                        enc = compiled_encoder()
                         t0 = time.perf_counter()
                         _layout(mod, enc(pixels))
                         if device.type == "cuda":
                             torch.cuda.synchronize()
-                        row["compile_s"] = round(time.perf_counter() - t0, 1)
+                        row["compile_s"] = round(time.perf_counter() - t0, 1)  # ~0 where the table compiled it
                     s = time_fn(lambda: _layout(mod, enc(pixels)), device, min_seconds=args.min_seconds)
                 except torch.OutOfMemoryError:
                     torch.cuda.empty_cache()
@@ -244,9 +274,36 @@ def _variants(args, mod, stock, fused, device, dtype, flops, peak) -> list[dict]
                 pps = b / s
                 row.update({"pages_per_s": round(pps, 1), "tflops": round(flops[mode] * pps / 1e12, 1),
                             "pct_peak": round(100 * flops[mode] * pps / peak, 1) if peak else None})
-                if args.profile and i == 0 and name == "fused":
+                if args.profile and i == 0 and name in ("fused", "compiled"):
                     row["profile_top"] = _profile(lambda: _layout(mod, enc(pixels)), device)
                 out.append(row)
+    return out
+
+
+def _exactness(args, stock, fused, compiled_encoder, device, dtype) -> dict:
+    """bf16 outputs [B, tokens, 1280] against the stock encoder in fp32 on the same pixels (the first
+    variant point, fp32 run two pages at a time): max / mean absolute error per path."""
+    import torch
+
+    from optimem.model.preprocess import MODES
+
+    mode, b = (args.variants or ["base:32"])[0].split(":")
+    size, b = MODES[mode][0], int(b)
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.inference_mode():
+        pixels = torch.randn(b, 3, size, size, device=device, generator=gen).to(dtype)
+        ref = copy.deepcopy(stock).float()
+        want = torch.cat([ref(pixels[i:i + 2].float()) for i in range(0, b, 2)])
+        del ref
+        out = {"point": f"{mode}:{b}", "reference": "stock encoder, fp32 weights and activations",
+               "ref_max_abs": round(want.abs().max().item(), 4)}
+        paths = {"stock_bf16": lambda x: torch.cat([stock(x[i:i + 2]) for i in range(0, b, 2)]),
+                 "fused_bf16": fused, "compiled_bf16": compiled_encoder()}
+        for name, fn in paths.items():
+            err = (fn(pixels).float() - want).abs()
+            out[name] = {"max_abs_err": round(err.max().item(), 5), "mean_abs_err": round(err.mean().item(), 6)}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return out
 
 

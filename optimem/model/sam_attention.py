@@ -8,13 +8,22 @@ SDPA off its flash kernel onto the slower bias-reading one. But the bias is low-
 
 so it is an extra dot product. Append rel_h and rel_w to each query and one-hot(k), one-hot(l) to
 each key; then q'·k' = scale·q·k + rel_h + rel_w exactly, and the whole thing is one bias-free SDPA
-call with head dim 64 + H + W (<= 256 for every DeepSeek-OCR mode: 92 -> 96 in 14x14 windows, 192 in
-a 1024-px global block, 224 at 1280 px). Values are zero-padded to the same width because the flash
-kernel wants equal head dims; the padding is sliced off the output.
+call with head dim 64 + H + W, H and W each rounded up to a multiple of 8 with zero columns (<= 256
+for every DeepSeek-OCR mode: 64 + 16 + 16 in 14x14 windows, 192 in a 1024-px global block, 224 at
+1280 px). On CPU values are zero-padded to the same width (flash kernels want equal head dims) and the
+padding is sliced off; on CUDA, cuDNN takes the 64-wide values as they are.
 
 `fuse_sam_attention(module)` swaps the attention class of every SAM layer under `module` in place
 (weights and parameter names unchanged, so checkpoints load the same); the maths is the reference's
 up to float rounding (tested against transformers' own attention in fp32).
+
+`flex_sam_attention(module)` swaps in `FlexRelPosSamAttention` instead: torch's flex_attention at the
+real head dim (64) with the bias added inside the kernel by a score_mod that reads rel_h[q, kv // W]
+and rel_w[q, kv % W] from the two small [B, heads, HW, H|W] tables. No widened heads (the fused trick
+runs a 1024-px global block's QK at head dim 192), no bias tensor; exact, but measured 8-11x slower
+than the fused SDPA in the global blocks and 1.7-9x in windows on an H100 (see the class), so it is
+an option, not the default.
+`restore_sam_attention(module)` puts transformers' own class back (the benchmark's stock path).
 """
 
 from __future__ import annotations
@@ -24,7 +33,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr2SamVisionAttention
+from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import (
+    DeepseekOcr2SamVisionAttention,
+    DeepseekOcr2SamVisionSdpaAttention,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +45,28 @@ MAX_HEAD_DIM = 256  # the largest head dim torch's fused SDPA kernels take
 
 class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
     """Drop-in for transformers' SAM attention (eager or SDPA): same parameters, same outputs."""
+
+    # values zero-padded to the query/key width (flash kernels want equal head dims); None: padded on
+    # CPU, not on CUDA, where cuDNN / mem-efficient SDPA take a narrower value head (measured on an
+    # H100: a 1024-px global block 9.45 -> 8.04 ms, windows 3.24 -> 2.89 ms at batch 32)
+    pad_v: bool | None = None
+
+    def _rel_tables(self, q: torch.Tensor, h: int, w: int, align: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """rel_h [b, heads, h*w, h] and rel_w [b, heads, h*w, w]: the decomposed bias's two factors,
+        bias[(i, j), (k, l)] = rel_h[(i, j), k] + rel_w[(i, j), l] (q unscaled, as the reference).
+        With align > 1 the last dims are zero-padded to a multiple of it (the tables get zero rows, so
+        the einsums' output width is aligned: 14-wide window outputs ran on a slow align-2 GEMM)."""
+        b, heads, n, hd = q.shape
+        qg = q.reshape(b, heads, h, w, hd)
+        th, tw = self._rel_table(h, self.rel_pos_h).to(q.dtype), self._rel_table(w, self.rel_pos_w).to(q.dtype)
+        hp, wp = -(-h // align) * align, -(-w // align) * align
+        if hp != h:
+            th = F.pad(th, (0, 0, 0, hp - h))
+        if wp != w:
+            tw = F.pad(tw, (0, 0, 0, wp - w))
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", qg, th)
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", qg, tw)
+        return rel_h.reshape(b, heads, n, hp), rel_w.reshape(b, heads, n, wp)
 
     def _rel_table(self, size: int, rel_pos: torch.Tensor) -> torch.Tensor:
         # as get_rel_pos for q_size == k_size, with the index built on the weights' device (no host sync)
@@ -50,25 +84,19 @@ class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
         qkv = self.qkv(hidden_states).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [b, heads, n, hd]
         hd = q.shape[-1]
-        width = hd + h + w
+        hp, wp = -(-h // 8) * 8, -(-w // 8) * 8  # fused kernels want head dims in multiples of 8
+        width = hd + hp + wp
         if not self.use_rel_pos or width > MAX_HEAD_DIM:  # no room for the trick: the plain bias path
             return self._unfused(q, k, v, b, h, w)
-        pad = (-width) % 8  # fused kernels want head dims in multiples of 8
-        qg = q.reshape(b, heads, h, w, hd)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", qg, self._rel_table(h, self.rel_pos_h).to(q.dtype))
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", qg, self._rel_table(w, self.rel_pos_w).to(q.dtype))
-        parts = [q * self.scale, rel_h.reshape(b, heads, n, h), rel_w.reshape(b, heads, n, w)]
-        eye_h = torch.eye(h, dtype=q.dtype, device=q.device)[:, None, :].expand(h, w, h).reshape(n, h)
-        eye_w = torch.eye(w, dtype=q.dtype, device=q.device)[None, :, :].expand(h, w, w).reshape(n, w)
-        kparts = [k, eye_h.expand(b, heads, n, h), eye_w.expand(b, heads, n, w)]
-        if pad:
-            zeros = q.new_zeros(b, heads, n, pad)
-            parts.append(zeros)
-            kparts.append(zeros)
-        q2 = torch.cat(parts, dim=-1)
-        k2 = torch.cat(kparts, dim=-1)
-        v2 = F.pad(v, (0, q2.shape[-1] - hd))
-        out = F.scaled_dot_product_attention(q2, k2, v2, scale=1.0)[..., :hd]
+        rel_h, rel_w = self._rel_tables(q, h, w, align=8)
+        q2 = torch.cat([q * self.scale, rel_h, rel_w], dim=-1)
+        eye_h = torch.eye(h, hp, dtype=q.dtype, device=q.device)[:, None, :].expand(h, w, hp).reshape(n, hp)
+        eye_w = torch.eye(w, wp, dtype=q.dtype, device=q.device)[None, :, :].expand(h, w, wp).reshape(n, wp)
+        k2 = torch.cat([k, eye_h.expand(b, heads, n, hp), eye_w.expand(b, heads, n, wp)], dim=-1)
+        if self.pad_v or (self.pad_v is None and not q.is_cuda):
+            out = F.scaled_dot_product_attention(q2, k2, F.pad(v, (0, q2.shape[-1] - hd)), scale=1.0)[..., :hd]
+        else:  # kernels that take a narrower value head (cuDNN): no zero columns multiplied
+            out = F.scaled_dot_product_attention(q2, k2, v, scale=1.0)
         out = out.reshape(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
         return self.proj(out), None
 
@@ -84,13 +112,84 @@ class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
         return self.proj(out), None
 
 
+def _flex_impl(q, k, v, rel_h, rel_w, scale: float):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    w = rel_w.shape[-1]
+
+    def score_mod(score, bi, hi, qi, ki):
+        return score + rel_h[bi, hi, qi, ki // w] + rel_w[bi, hi, qi, ki % w]
+
+    return flex_attention(q, k, v, score_mod=score_mod, scale=scale, kernel_options=FLEX_KERNEL_OPTIONS or None)
+
+
+FLEX_KERNEL_OPTIONS: dict[str, Any] = {}  # passed to flex_attention (BLOCK_M, BLOCK_N, ...)
+
+
+class FlexRelPosSamAttention(FusedRelPosSamAttention):
+    """SAM attention through flex_attention at the real head dim: scores q·k·scale, plus
+    rel_h[q, kv // W] + rel_w[q, kv % W] added by the score_mod, softmax, times v. Same parameters and
+    outputs as transformers' class. Meant to run under torch.compile (see the module docstring).
+
+    Exact, but slow on torch 2.11 / H100 at batch 32, 1024 px (compiled, one block; default, 128x64
+    and 64x64 kernel blocks): a global block 91-93 / 72 / 66 ms against 8.1 ms for the fused SDPA,
+    windows 27.7 / 7.1 / 5.2 ms against 3.0 ms; the whole compiled encoder 47.6 pages/s with flex
+    everywhere, 70.1 with flex in the global blocks only, 270.7 fused. Not profiled further (the two
+    gathers per score from the rel tables are the likely cost), so not the default anywhere."""
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions: Any = None) -> tuple[torch.Tensor, None]:
+        b, h, w, _ = hidden_states.shape
+        n, heads = h * w, self.num_attention_heads
+        qkv = self.qkv(hidden_states).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # [b, heads, n, hd]
+        hd = q.shape[-1]
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            rel_h, rel_w = self._rel_tables(q, h, w)  # unpadded: the score_mod indexes them by kv // W, kv % W
+            out = _flex_impl(q, k, v, rel_h.contiguous(), rel_w.contiguous(), self.scale)
+        out = out.reshape(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        return self.proj(out), None
+
+
+def _swap(module: torch.nn.Module, cls: type, where: str = "all") -> int:
+    # a SAM layer knows whether it is windowed (window_size > 0) or global (0); its attention does not
+    is_global = {id(sub.attn): sub.window_size == 0 for sub in module.modules()
+                 if hasattr(sub, "window_size") and isinstance(getattr(sub, "attn", None), DeepseekOcr2SamVisionAttention)}
+    count = 0
+    for sub in module.modules():
+        if not isinstance(sub, DeepseekOcr2SamVisionAttention) or type(sub) is cls:
+            continue
+        if where != "all" and (where == "global") != is_global.get(id(sub), False):
+            continue
+        if not isinstance(sub, FusedRelPosSamAttention):
+            sub._optimem_stock_class = type(sub)
+        sub.__class__ = cls
+        count += 1
+    return count
+
+
 def fuse_sam_attention(module: torch.nn.Module) -> int:
     """Swap every transformers SAM attention under `module` for the fused one, in place.
     Returns how many were swapped (0 means nothing SAM-like was found)."""
+    count = _swap(module, FusedRelPosSamAttention)
+    log.debug("fused relative-position attention in %d SAM layers", count)
+    return count
+
+
+def flex_sam_attention(module: torch.nn.Module, where: str = "all") -> int:
+    """Swap SAM attentions under `module` for the flex_attention one, in place: `where` is "all",
+    "global" (the full-grid blocks only; windows keep their current class) or "window"."""
+    if where not in ("all", "global", "window"):
+        raise ValueError(f"where must be all, global or window, not {where!r}")
+    return _swap(module, FlexRelPosSamAttention, where)
+
+
+def restore_sam_attention(module: torch.nn.Module) -> int:
+    """Put transformers' own SAM attention class back wherever optimem swapped it (the stock path)."""
     count = 0
     for sub in module.modules():
-        if isinstance(sub, DeepseekOcr2SamVisionAttention) and not isinstance(sub, FusedRelPosSamAttention):
-            sub.__class__ = FusedRelPosSamAttention
+        if isinstance(sub, FusedRelPosSamAttention):
+            sub.__class__ = getattr(sub, "_optimem_stock_class", DeepseekOcr2SamVisionSdpaAttention)
             count += 1
-    log.debug("fused relative-position attention in %d SAM layers", count)
     return count

@@ -1,0 +1,121 @@
+"""The fast DeepEncoder path: torch.compile over the whole encoder (one compile per input shape).
+
+What it changes before compiling, all exact up to float rounding (tests/test_sam_attention.py):
+- SAM attention: the fused relative-position SDPA (`optimem.model.sam_attention`), the eager default
+  too; on CUDA its values stay 64 wide (cuDNN takes a narrower value head). `attention="flex"` puts
+  torch's flex_attention there instead (head dim 64, bias in a score_mod): exact but measured 8-11x
+  slower per block on an H100 with torch 2.11, so not the default.
+- SAM's patch embedding (a 16x16 stride-16 convolution over 3 channels, which cuDNN ran on a generic
+  implicit-GEMM kernel: 8 ms of a 125-ms batch of 32 base pages) as the same sum written as one
+  matmul over unfolded 16x16 patches.
+
+    model = DeepseekOCR.random(DeepseekOCRConfig(), dtype="bfloat16", device="cuda")
+    compile_encoder(model)                   # or model.compile() where DeepseekOCR offers it
+    model.encode_pages(images, "base")       # first call per (tier, batch size) compiles (~1 min)
+
+The encoder module is compiled in place (`nn.Module.compile`), so parameter names, `state_dict()`
+and `save_pretrained` are unchanged and `model.encode_pages` / `page_embeddings` go through it.
+The maths is the eager path's up to float rounding (tests/test_sam_attention.py); `uncompile_encoder`
+undoes it. On CPU the same call works but buys little; it is meant for CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ATTENTION_CHOICES = ("fused", "flex", "flex-global")
+
+
+def _patch_embed_class():
+    import torch.nn.functional as F
+    from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr2SamPatchEmbeddings
+
+    class MatmulPatchEmbeddings(DeepseekOcr2SamPatchEmbeddings):
+        """SAM's patch embedding (conv, kernel = stride = p, no padding) as unfold + one matmul:
+        out[b, i, j, o] = bias[o] + sum over (c, y, x) of w[o, c, y, x] * pixels[b, c, i*p + y, j*p + x]."""
+
+        def forward(self, pixel_values):
+            conv = self.projection
+            b, c, hh, ww = pixel_values.shape
+            ph, pw = conv.kernel_size
+            if (conv.stride != (ph, pw) or conv.padding != (0, 0) or conv.dilation != (1, 1) or conv.groups != 1
+                    or hh % ph or ww % pw):
+                return super().forward(pixel_values)
+            gh, gw = hh // ph, ww // pw
+            patches = pixel_values.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, gh, gw, -1)
+            return F.linear(patches, conv.weight.reshape(conv.weight.shape[0], -1), conv.bias)
+
+    return MatmulPatchEmbeddings
+
+
+def prepare_encoder(encoder: Any, attention: str = "fused", channels_last: bool = False,
+                    matmul_patch_embed: bool = True) -> dict[str, int]:
+    """Swap in the compiled path's modules, in place (no compile here); returns what was swapped.
+
+    attention: "fused" (the fused relative-position SDPA, as eager), "flex" (every SAM block through
+    flex_attention at head dim 64), "flex-global" (only the global blocks through flex_attention).
+    channels_last: store the convolution weights channels-last (cuDNN's NHWC kernels).
+    matmul_patch_embed: SAM's patch-embedding convolution as one matmul over unfolded patches.
+    """
+    import torch
+    from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr2SamPatchEmbeddings
+
+    from optimem.model.sam_attention import flex_sam_attention, fuse_sam_attention
+
+    if attention not in ATTENTION_CHOICES:
+        raise ValueError(f"attention must be one of {ATTENTION_CHOICES}, not {attention!r}")
+    swapped = {"fused": fuse_sam_attention(encoder)}
+    if attention == "flex":
+        swapped["flex"] = flex_sam_attention(encoder, "all")
+    elif attention == "flex-global":
+        swapped["flex"] = flex_sam_attention(encoder, "global")
+    if matmul_patch_embed:
+        cls = _patch_embed_class()
+        swapped["patch_embed"] = 0
+        for sub in encoder.modules():
+            if type(sub) is DeepseekOcr2SamPatchEmbeddings:
+                sub.__class__ = cls
+                swapped["patch_embed"] += 1
+    if channels_last:
+        for sub in encoder.modules():
+            if isinstance(sub, torch.nn.Conv2d):
+                sub.to(memory_format=torch.channels_last)
+    return swapped
+
+
+def compile_encoder(model: Any, mode: str | None = None, *, attention: str = "fused", dynamic: bool | None = False,
+                    channels_last: bool = False, matmul_patch_embed: bool = True, **compile_kwargs: Any) -> Any:
+    """Make `model.encode_pages` run the compiled fast path: swap in the fast SAM attention and
+    compile `model.module.encoder` in place. `model` is a `DeepseekOCR` (or anything with a
+    `.module.encoder`). `mode` is torch.compile's (None = default; "max-autotune-no-cudagraphs" also
+    benchmarks Triton matmul templates: minutes per shape, and on an H100 cuBLAS won every large
+    matmul of the encoder anyway). dynamic=False compiles once per input shape
+    (tier and batch size), the fastest kernels; None lets torch make the batch dimension dynamic after
+    a second shape. Returns the encoder module."""
+    encoder = model.module.encoder
+    swapped = prepare_encoder(encoder, attention, channels_last, matmul_patch_embed)
+    kwargs: dict[str, Any] = {"dynamic": dynamic, **compile_kwargs}
+    if mode is not None:
+        kwargs["mode"] = mode
+    encoder.compile(**kwargs)
+    log.info("encoder compiled (%s, attention %s, swapped %s)", mode or "default", attention, swapped)
+    return encoder
+
+
+def uncompile_encoder(model: Any) -> Any:
+    """Back to the eager default: drop the compiled call, the fused SDPA attention and transformers'
+    patch embedding back."""
+    from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr2SamPatchEmbeddings
+
+    from optimem.model.sam_attention import fuse_sam_attention
+
+    encoder = model.module.encoder
+    encoder._compiled_call_impl = None
+    fuse_sam_attention(encoder)
+    for sub in encoder.modules():
+        if isinstance(sub, DeepseekOcr2SamPatchEmbeddings):
+            sub.__class__ = DeepseekOcr2SamPatchEmbeddings
+    return encoder
