@@ -146,7 +146,11 @@ def test_compile_encoder_wiring_cpu(attention: str) -> None:
     page = Image.new("RGB", (300, 400), "white")
     want = model.encode_pages([page, page], "tiny")
     torch._dynamo.reset()
-    enc = compile_encoder(model, attention=attention, backend="eager")
+    if attention == "fused":  # the facade's one-line entry point
+        assert model.compile(backend="eager") is model
+        enc = model.module.encoder
+    else:
+        enc = compile_encoder(model, attention=attention, backend="eager")
     assert enc is model.module.encoder
     cls = FlexRelPosSamAttention if attention == "flex" else FusedRelPosSamAttention
     assert all(type(layer.attn) is cls for layer in enc.sam_model.layers)

@@ -158,6 +158,15 @@ class DeepseekOCR(DecoderMixin):
 
         save_official(self.module, Path(path), self.config.to_dict())
 
+    def compile(self, mode: str | None = None, **kwargs: Any) -> "DeepseekOCR":
+        """Run `encode_pages` through the compiled encoder (`optimem.model.speed.compile_encoder`):
+        ~1.75x the eager batched throughput on an H100, at ~50 s of compile per tier and batch size.
+        For CUDA; returns self."""
+        from optimem.model.speed import compile_encoder
+
+        compile_encoder(self, mode, **kwargs)
+        return self
+
     # -- tokens ---------------------------------------------------------------------------------
     @property
     def image_token_id(self) -> int:
