@@ -223,3 +223,10 @@ def test_ocr2_encode_benchmark_runs_tiny_on_cpu():
     assert all(r["pages_per_s"] > 0 and r["gflop_per_page"] > 0 for r in result["rows"])
     tiles, small = result["rows"][1], result["rows"][0]
     assert tiles["gflop_per_page"] > 4 * small["gflop_per_page"]  # 4 tiles + a larger global view
+
+
+def test_fused_sam_attention_matches_transformers_attention(model):
+    stock = DeepseekOCR2.random(seed=5, fused_attention=False)
+    page = _page("fused")
+    for tier in ("tiles", "base", "small"):
+        assert torch.allclose(model.encode_pages([page], tier), stock.encode_pages([page], tier), atol=1e-5), tier

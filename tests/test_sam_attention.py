@@ -217,3 +217,25 @@ def test_compiled_bf16_cuda_against_fp32_reference(attention: str) -> None:
         run = torch.compile(lambda x: [x := layer(x) for layer in fast.layers][-1])
         b = run(h.to(torch.bfloat16)).float()
     assert (a - b).abs().max().item() < 5e-2 * max(1.0, a.abs().max().item())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("grid", [64, 80, 40, 32])  # the global blocks of base, large, small, tiny
+def test_global_block_triton_kernel_cuda(grid: int) -> None:
+    # the Triton kernel (head dim 64, bias added in the loop) against transformers' eager attention in
+    # fp32; in bf16 it must be no worse than the widened-head SDPA path it replaces
+    from optimem.model.sam_kernel import available
+
+    assert available(), "CUDA builds of torch ship triton"
+    cfg = DeepseekOCRConfig()
+    attn = _sam(cfg).cuda().layers[2].attn  # a global block (64x64 tables, interpolated for other grids)
+    x = torch.randn(2, grid, grid, cfg.sam.width, device="cuda")
+    fast = copy.deepcopy(attn).to(torch.bfloat16)
+    fast.__class__ = FusedRelPosSamAttention
+    with torch.no_grad():
+        want = _eager_reference(attn)(x)[0]
+        got = fast(x.bfloat16())[0].float()
+        fast.use_kernel = False
+        widened = fast(x.bfloat16())[0].float()
+    err, err_widened = (got - want).abs().max().item(), (widened - want).abs().max().item()
+    assert err <= 1.5 * err_widened + 1e-3, (err, err_widened)

@@ -5,7 +5,8 @@ Full-size OCR-2 vision side (SAM-B, the 896-channel compressor, the 24-layer Qwe
 random weights, bf16 on CUDA. Timed: `get_image_features` from pixels already on the device (the
 image processor's CPU work is excluded, as in `bench encode`'s optimem path), each batch one forward
 (global views batched together, tiles batched together). FLOPs per page: torch's FlopCounterMode over
-one page, 2 per multiply-add. Eager transformers code as shipped; nothing fused or compiled.
+one page, 2 per multiply-add (counted with transformers' own SAM attention, so the fused attention's
+work saved is not counted as useful). Eager, SAM attention fused as in v1 (`--attention`); not compiled.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiers", nargs="+", default=["small", "base", "tiles"])
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     p.add_argument("--tiny", action="store_true", help="tiny random config (CPU smoke test), not full size")
+    p.add_argument("--attention", choices=["fused", "stock"], default="fused",
+                   help="SAM attention: optimem's fused path (default) or transformers' own (dense bias)")
     p.add_argument("--min-seconds", type=float, default=0.5)
 
 
@@ -33,15 +36,21 @@ def run(args: argparse.Namespace) -> dict:
 
     device = resolve_device(args.device)
     dtype = args.dtype if device.type == "cuda" else "float32"  # bf16 matmuls crawl on most CPUs
-    model = DeepseekOCR2.random(tiny_ocr2_config() if args.tiny else full_ocr2_config(), dtype=dtype, device=str(device))
+    from optimem.model.sam_attention import fuse_sam_attention, restore_sam_attention
+
+    model = DeepseekOCR2.random(tiny_ocr2_config() if args.tiny else full_ocr2_config(), dtype=dtype, device=str(device),
+                                fused_attention=False)
     info = device_info(device)
     peak = next((v for k, v in PEAKS_BF16.items() if k in info.get("gpu", "")), None)
     page = _page_image(1024)  # the same rendered page `bench encode` uses
     rows = []
     for tier in args.tiers:
         one = model.pixels([page], tier)
+        restore_sam_attention(model.hf)
         with torch.inference_mode():
             flops = flops_of(lambda: model.hf.model.get_image_features(**one))
+        if args.attention == "fused":
+            fuse_sam_attention(model.hf)
         for b in args.batches:
             inputs = model.pixels([page] * b, tier)
 
@@ -56,7 +65,7 @@ def run(args: argparse.Namespace) -> dict:
                          "tflops": round(flops * pps / 1e12, 1),
                          "pct_peak": round(100 * flops * pps / peak, 1) if peak else None})
     vision_params = sum(p.numel() for p in model.hf.model.vision_tower.parameters())
-    return {"rows": rows, "config": "tiny" if args.tiny else "full", "dtype": str(model.dtype).removeprefix("torch."),
+    return {"rows": rows, "attention": args.attention, "config": "tiny" if args.tiny else "full", "dtype": str(model.dtype).removeprefix("torch."),
             "vision_params": vision_params, "peak_bf16_flops": peak, **info,
             "method": __doc__.split("\n\n", 1)[1].strip()}
 

@@ -109,9 +109,13 @@ def full_ocr2_config():
 class DeepseekOCR2(DecoderMixin):
     """DeepSeek-OCR-2 (transformers' native model) with optimem's page API."""
 
-    def __init__(self, hf_model, tokenizer=None, model_id: str | None = None) -> None:
+    def __init__(self, hf_model, tokenizer=None, model_id: str | None = None, *, fused_attention: bool = True) -> None:
         from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import DeepseekOcr2ImageProcessorPil
 
+        if fused_attention:  # the same SAM as v1: its attention without the dense bias (sam_attention.py)
+            from optimem.model.sam_attention import fuse_sam_attention
+
+            fuse_sam_attention(hf_model)
         self.hf = hf_model.eval()
         self.config = hf_model.config
         self._tokenizer = tokenizer
@@ -122,7 +126,8 @@ class DeepseekOCR2(DecoderMixin):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def random(cls, config=None, *, dtype: Any = "float32", device: str | None = "cpu", seed: int = 0) -> "DeepseekOCR2":
+    def random(cls, config=None, *, dtype: Any = "float32", device: str | None = "cpu", seed: int = 0,
+               fused_attention: bool = True) -> "DeepseekOCR2":
         import torch
         from transformers import DeepseekOcr2ForConditionalGeneration
 
@@ -134,7 +139,8 @@ class DeepseekOCR2(DecoderMixin):
             hf = DeepseekOcr2ForConditionalGeneration(config)
         init_random(hf, seed)
         digest = hashlib.sha256(config.to_json_string().encode()).hexdigest()[:8]
-        return cls(hf.to(dt), model_id=f"random:deepseek-ocr2:{digest}:seed{seed}@{dtype_name(dt)}")
+        return cls(hf.to(dt), model_id=f"random:deepseek-ocr2:{digest}:seed{seed}@{dtype_name(dt)}",
+                   fused_attention=fused_attention)
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, dtype: Any = None, device: str | None = None) -> "DeepseekOCR2":

@@ -24,6 +24,11 @@ runs a 1024-px global block's QK at head dim 192), no bias tensor; exact, but me
 than the fused SDPA in the global blocks and 1.7-9x in windows on an H100 (see the class), so it is
 an option, not the default.
 `restore_sam_attention(module)` puts transformers' own class back (the benchmark's stock path).
+
+On CUDA with triton, `FusedRelPosSamAttention` runs the global blocks (grids wider than
+KERNEL_MIN_GRID) through `optimem.model.sam_kernel` instead: a flash-attention kernel at head dim 64
+with the two bias terms added inside its loop (registered as the op `optimem::sam_global_attention`,
+opaque to torch.compile). The windows keep the widened-head SDPA call, which cuDNN runs well at 96.
 """
 
 from __future__ import annotations
@@ -43,8 +48,41 @@ log = logging.getLogger(__name__)
 MAX_HEAD_DIM = 256  # the largest head dim torch's fused SDPA kernels take
 
 
+KERNEL_MIN_GRID = 16  # grids wider than this (the global blocks; windows are 14 wide) use the Triton kernel on CUDA
+
+
+@torch.library.custom_op("optimem::sam_global_attention", mutates_args=())
+def sam_global_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor,
+                            rel_w: torch.Tensor, scale: float, grid_h: int, grid_w: int) -> torch.Tensor:
+    """`sam_kernel.sam_global_attention` as one op, opaque to torch.compile; returns [b, n, heads, hd]
+    (the layout the output projection reads, so no permute copy follows)."""
+    from optimem.model.sam_kernel import sam_global_attention
+
+    b, heads, n, hd = q.shape
+    out = q.new_empty(b, n, heads, hd)
+    sam_global_attention(q, k, v, rel_h, rel_w, scale, (grid_h, grid_w), out=out.permute(0, 2, 1, 3))
+    return out
+
+
+@sam_global_attention_op.register_fake
+def _(q, k, v, rel_h, rel_w, scale, grid_h, grid_w):
+    b, heads, n, hd = q.shape
+    return q.new_empty(b, n, heads, hd)
+
+
+def _kernel_available() -> bool:
+    from optimem.model.sam_kernel import available
+
+    return available()
+
+
 class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
-    """Drop-in for transformers' SAM attention (eager or SDPA): same parameters, same outputs."""
+    """Drop-in for transformers' SAM attention (eager or SDPA): same parameters, same outputs.
+
+    On CUDA with triton, the global blocks run `sam_kernel` (head dim 64, bias added in the loop)
+    instead of the widened-head SDPA call; `use_kernel = False` turns that off."""
+
+    use_kernel: bool | None = None  # None: on CUDA where triton is importable
 
     # values zero-padded to the query/key width (flash kernels want equal head dims); None: padded on
     # CPU, not on CUDA, where cuDNN / mem-efficient SDPA take a narrower value head (measured on an
@@ -84,6 +122,11 @@ class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
         qkv = self.qkv(hidden_states).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [b, heads, n, hd]
         hd = q.shape[-1]
+        if (self.use_rel_pos and w > KERNEL_MIN_GRID and q.is_cuda and self.use_kernel is not False
+                and _kernel_available()):
+            rel_h, rel_w = self._rel_tables(q, h, w)
+            out = torch.ops.optimem.sam_global_attention(q, k, v, rel_h, rel_w, float(self.scale), h, w)
+            return self.proj(out.reshape(b, h, w, -1)), None
         hp, wp = -(-h // 8) * 8, -(-w // 8) * 8  # fused kernels want head dims in multiples of 8
         width = hd + hp + wp
         if not self.use_rel_pos or width > MAX_HEAD_DIM:  # no room for the trick: the plain bias path
