@@ -2,7 +2,9 @@
 
 A tiny random OCR-2 runs on CPU. The reference here is transformers' own path (its image processor
 and `DeepseekOcr2ForConditionalGeneration.forward` / `.generate` with pixel values): optimem's
-encode + splice + decode must give exactly what that path gives.
+encode + splice + decode must give exactly what that path gives. optimem swaps OCR-2's SAM attention
+for its fused one in place (so that path runs it too); the last test checks the swap against
+transformers' own attention.
 """
 
 from __future__ import annotations
