@@ -232,3 +232,17 @@ def test_fused_sam_attention_matches_transformers_attention(model):
     page = _page("fused")
     for tier in ("tiles", "base", "small"):
         assert torch.allclose(model.encode_pages([page], tier), stock.encode_pages([page], tier), atol=1e-5), tier
+
+
+def test_compile_wires_the_vision_tower(model):
+    # backend="eager": dynamo captures the whole vision tower (the fused SAM attention, the matmul patch
+    # embedding, the Qwen2-style encoder's hybrid mask) without inductor, fast enough for CPU CI
+    import copy
+
+    compiled = copy.deepcopy(model)
+    torch._dynamo.reset()
+    assert compiled.compile(backend="eager") is compiled
+    assert type(compiled.vision_encoder.sam_encoder.patch_embed).__name__ == "MatmulPatchEmbeddings"
+    page = _page("compiled")
+    for tier in ("small", "tiles"):
+        assert torch.allclose(compiled.encode_pages([page], tier), model.encode_pages([page], tier), atol=1e-5), tier

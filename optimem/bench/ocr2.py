@@ -6,7 +6,8 @@ random weights, bf16 on CUDA. Timed: `get_image_features` from pixels already on
 image processor's CPU work is excluded, as in `bench encode`'s optimem path), each batch one forward
 (global views batched together, tiles batched together). FLOPs per page: torch's FlopCounterMode over
 one page, 2 per multiply-add (counted with transformers' own SAM attention, so the fused attention's
-work saved is not counted as useful). Eager, SAM attention fused as in v1 (`--attention`); not compiled.
+work saved is not counted as useful). Eager, SAM attention fused as in v1 (`--attention`);
+`--compile-batches` adds rows through `DeepseekOCR2.compile()`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny", action="store_true", help="tiny random config (CPU smoke test), not full size")
     p.add_argument("--attention", choices=["fused", "stock"], default="fused",
                    help="SAM attention: optimem's fused path (default) or transformers' own (dense bias)")
+    p.add_argument("--compile-batches", nargs="*", type=int, default=[],
+                   help="also rows through `DeepseekOCR2.compile()` at these batch sizes (one compile per tier and batch)")
     p.add_argument("--min-seconds", type=float, default=0.5)
 
 
@@ -60,10 +63,32 @@ def run(args: argparse.Namespace) -> dict:
 
             s = time_fn(step, device, min_seconds=args.min_seconds)
             pps = b / s
-            rows.append({"tier": tier, "batch": b, "placeholders": model.placeholder_count(tier),
+            rows.append({"tier": tier, "batch": b, "compiled": False, "placeholders": model.placeholder_count(tier),
                          "pages_per_s": round(pps, 1), "gflop_per_page": round(flops / 1e9, 1),
                          "tflops": round(flops * pps / 1e12, 1),
                          "pct_peak": round(100 * flops * pps / peak, 1) if peak else None})
+    if args.compile_batches:
+        import time
+
+        model.compile()
+        for tier in args.tiers:
+            flops = next(r["gflop_per_page"] for r in rows if r["tier"] == tier) * 1e9
+            for b in args.compile_batches:
+                inputs = model.pixels([page] * b, tier)
+
+                def step(inputs: dict[str, Any] = inputs) -> None:
+                    with torch.inference_mode():
+                        model.hf.model.get_image_features(**inputs)
+
+                t0 = time.perf_counter()
+                step()  # compiles this shape
+                compile_s = time.perf_counter() - t0
+                s = time_fn(step, device, min_seconds=args.min_seconds)
+                pps = b / s
+                rows.append({"tier": tier, "batch": b, "compiled": True, "compile_s": round(compile_s, 1),
+                             "placeholders": model.placeholder_count(tier), "pages_per_s": round(pps, 1),
+                             "gflop_per_page": round(flops / 1e9, 1), "tflops": round(flops * pps / 1e12, 1),
+                             "pct_peak": round(100 * flops * pps / peak, 1) if peak else None})
     vision_params = sum(p.numel() for p in model.hf.model.vision_tower.parameters())
     return {"rows": rows, "attention": args.attention, "config": "tiny" if args.tiny else "full", "dtype": str(model.dtype).removeprefix("torch."),
             "vision_params": vision_params, "peak_bf16_flops": peak, **info,

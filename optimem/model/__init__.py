@@ -158,6 +158,11 @@ class DeepseekOCR(DecoderMixin):
 
         save_official(self.module, Path(path), self.config.to_dict())
 
+    @property
+    def vision_encoder(self):
+        """The module `encode_pages` runs (what `compile()` compiles)."""
+        return self.module.encoder
+
     def compile(self, mode: str | None = None, **kwargs: Any) -> "DeepseekOCR":
         """Run `encode_pages` through the compiled encoder (`optimem.model.speed.compile_encoder`):
         ~1.75x the eager batched throughput on an H100, at ~50 s of compile per tier and batch size.

@@ -246,6 +246,19 @@ class DeepseekOCR2(DecoderMixin):
             raise InputError(f"DeepSeek-OCR-2 produced {[f.shape[0] for f in feats]} tokens at tier '{tier}', expected {want}")
         return torch.stack(feats)
 
+    @property
+    def vision_encoder(self):
+        """The module `encode_pages` runs (what `compile()` compiles): SAM + the Qwen2-style encoder."""
+        return self.hf.model.vision_tower
+
+    def compile(self, mode: str | None = None, **kwargs: Any) -> "DeepseekOCR2":
+        """Run `encode_pages` through a compiled vision tower (`optimem.model.speed.compile_encoder`:
+        the fused SAM attention, the patch embedding as a matmul, torch.compile in place). For CUDA."""
+        from optimem.model.speed import compile_encoder
+
+        compile_encoder(self, mode, **kwargs)
+        return self
+
     # -- language -------------------------------------------------------------------------------
     def _embed(self, ids):
         return self.hf.model.language_model.embed_tokens(ids)

@@ -10,10 +10,10 @@ What it changes before compiling, all exact up to float rounding (tests/test_sam
   matmul over unfolded 16x16 patches.
 
     model = DeepseekOCR.random(DeepseekOCRConfig(), dtype="bfloat16", device="cuda")
-    compile_encoder(model)                   # or model.compile() where DeepseekOCR offers it
+    model.compile()                          # = compile_encoder(model); DeepseekOCR2 has it too
     model.encode_pages(images, "base")       # first call per (tier, batch size) compiles (~1 min)
 
-The encoder module is compiled in place (`nn.Module.compile`), so parameter names, `state_dict()`
+The encoder module (`model.vision_encoder`) is compiled in place (`nn.Module.compile`), so parameter names, `state_dict()`
 and `save_pretrained` are unchanged and `model.encode_pages` / `page_embeddings` go through it.
 The maths is the eager path's up to float rounding (tests/test_sam_attention.py); `uncompile_encoder`
 undoes it. On CPU the same call works but buys little; it is meant for CUDA.
@@ -89,13 +89,12 @@ def prepare_encoder(encoder: Any, attention: str = "fused", channels_last: bool 
 def compile_encoder(model: Any, mode: str | None = None, *, attention: str = "fused", dynamic: bool | None = False,
                     channels_last: bool = False, matmul_patch_embed: bool = True, **compile_kwargs: Any) -> Any:
     """Make `model.encode_pages` run the compiled fast path: swap in the fast SAM attention and
-    compile `model.module.encoder` in place. `model` is a `DeepseekOCR` (or anything with a
-    `.module.encoder`). `mode` is torch.compile's (None = default; "max-autotune-no-cudagraphs" also
+    compile `model.vision_encoder` in place. `model` is a `DeepseekOCR` or a `DeepseekOCR2`. `mode` is torch.compile's (None = default; "max-autotune-no-cudagraphs" also
     benchmarks Triton matmul templates: minutes per shape, and on an H100 cuBLAS won every large
     matmul of the encoder anyway). dynamic=False compiles once per input shape
     (tier and batch size), the fastest kernels; None lets torch make the batch dimension dynamic after
     a second shape. Returns the encoder module."""
-    encoder = model.module.encoder
+    encoder = model.vision_encoder
     swapped = prepare_encoder(encoder, attention, channels_last, matmul_patch_embed)
     kwargs: dict[str, Any] = {"dynamic": dynamic, **compile_kwargs}
     if mode is not None:
@@ -112,7 +111,7 @@ def uncompile_encoder(model: Any) -> Any:
 
     from optimem.model.sam_attention import fuse_sam_attention
 
-    encoder = model.module.encoder
+    encoder = model.vision_encoder
     encoder._compiled_call_impl = None
     fuse_sam_attention(encoder)
     for sub in encoder.modules():
