@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict:
         if "lib" not in compiled:
             enc = copy.deepcopy(stock)
             extra = {"backend": args.compile_backend} if args.compile_backend else {}
-            compile_encoder(SimpleNamespace(module=SimpleNamespace(encoder=enc)), args.compile_mode,
+            compile_encoder(SimpleNamespace(vision_encoder=enc), args.compile_mode,
                             attention=args.compile_attention, **extra)
             compiled["lib"] = enc
         return compiled["lib"]
