@@ -12,8 +12,9 @@ flash-attention one in fp32 (exp2, running max and sum).
 
 q, k, v and the output are read and written through their strides, so the qkv projection's permuted
 view goes in and the [B, H, W, heads, hd] layout the projection wants comes out without copies.
-Forward only (inference). `triton` is needed (it ships with CUDA builds of torch); the kernel runs
-on CUDA, or on CPU under TRITON_INTERPRET=1 for tests.
+Forward only (inference). `triton` is needed (it ships with CUDA builds of torch). Tests run it on
+CUDA (tests/test_sam_attention.py); off-GPU it was checked by hand under TRITON_INTERPRET=1 in a venv
+with triton installed, which CI's CPU build of torch does not have.
 """
 
 from __future__ import annotations
