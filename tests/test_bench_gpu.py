@@ -1,10 +1,9 @@
-"""CPU smoke tests of the GPU benchmarks (tiny configs) and of the fused SAM attention they rely on.
-GPU-only checks skip cleanly without CUDA."""
+"""CPU smoke tests of the GPU benchmarks (tiny configs); the SAM attention paths they time are
+tested in tests/test_sam_attention.py. GPU-only checks skip cleanly without CUDA."""
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 
 import pytest
@@ -13,64 +12,6 @@ torch = pytest.importorskip("torch")
 
 from optimem.bench import e2e, encode  # noqa: E402
 from optimem.bench.gpu import flops_of, time_fn  # noqa: E402
-from optimem.model import DeepseekOCRConfig, tiny_config  # noqa: E402
-from optimem.model.modeling import _sam_encoder  # noqa: E402
-from optimem.model.sam_attention import FusedRelPosSamAttention, fuse_sam_attention  # noqa: E402
-
-
-def _sam(cfg, seed: int = 0):
-    torch.manual_seed(seed)
-    sam = _sam_encoder(cfg).eval()
-    with torch.no_grad():
-        for p in sam.parameters():  # non-zero relative-position tables, or the test proves nothing
-            p.copy_(torch.randn_like(p) * 0.05)
-    return sam
-
-
-@pytest.mark.parametrize("size", [512, 640, 1024])
-def test_fused_sam_attention_matches_transformers(size: int) -> None:
-    sam = _sam(tiny_config())
-    fused = copy.deepcopy(sam)
-    assert fuse_sam_attention(fused) == 2
-    assert fuse_sam_attention(fused) == 0  # idempotent
-    x = torch.randn(2, 3, size, size)
-    with torch.no_grad():
-        want = sam(x).last_hidden_state
-        got = fused(x).last_hidden_state
-    assert (want - got).abs().max().item() < 1e-5
-    assert want.abs().max().item() > 1e-2
-
-
-def test_fused_sam_attention_full_width_layer() -> None:
-    # the real head dim (64) and a 14x14 window + 32x32 global grid at 512 px
-    cfg = DeepseekOCRConfig()
-    sam = _sam(cfg)
-    sam.layers = sam.layers[:3]  # layers 0-1 windowed, 2 global: enough to cover both paths
-    fused = copy.deepcopy(sam)
-    fuse_sam_attention(fused)
-    h = torch.randn(1, 32, 32, cfg.sam.width)  # the token grid of a 512-px page
-    with torch.no_grad():
-        a = b = h
-        for la, lb in zip(sam.layers, fused.layers):
-            a, b = la(a), lb(b)
-    assert isinstance(fused.layers[2].attn, FusedRelPosSamAttention)
-    assert (a - b).abs().max().item() < 1e-4
-
-
-def test_fused_falls_back_past_head_dim_limit(monkeypatch) -> None:
-    from optimem.model import sam_attention
-
-    monkeypatch.setattr(sam_attention, "MAX_HEAD_DIM", 64)  # 32 + 32 + 32 > 64: the unfused path
-    cfg = tiny_config()
-    sam = _sam(cfg)
-    attn = copy.deepcopy(sam.layers[1].attn)  # the global block
-    ref = copy.deepcopy(attn)
-    attn.__class__ = FusedRelPosSamAttention
-    x = torch.randn(1, 32, 32, cfg.sam.width)
-    with torch.no_grad():
-        want = ref(x)[0]
-        got = attn(x)[0]
-    assert (want - got).abs().max().item() < 1e-5
 
 
 def test_graphed_time_falls_back_on_cpu() -> None:
@@ -154,13 +95,3 @@ def test_interp_is_linear_and_through_origin_below_grid() -> None:
     assert e2e._interp(pts, 150) == pytest.approx(2.0)
     assert e2e._interp(pts, 50) == pytest.approx(0.5)
     assert e2e._interp(pts, 300) == pytest.approx(5.0)  # extrapolates the last segment
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_fused_attention_bf16_cuda() -> None:
-    sam = _sam(tiny_config()).cuda().to(torch.bfloat16)
-    fused = copy.deepcopy(sam)
-    fuse_sam_attention(fused)
-    x = torch.randn(4, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
-    with torch.no_grad():
-        assert (sam(x).last_hidden_state - fused(x).last_hidden_state).abs().max().item() < 5e-2

@@ -1,8 +1,9 @@
 """Exactness of the SAM attention paths against transformers' own attention (fp32, CPU, small shapes):
-the flex_attention one (score_mod adding rel_h[q, kv // W] + rel_w[q, kv % W]), the swap helpers and
-the compiled-encoder entry point's wiring. On CPU, eager flex_attention is torch's unfused reference
-maths of the same score_mod, so these tests check the score_mod's indexing and the class's layout; the
-fused Triton kernel itself is checked on CUDA (the last test, and the bench's exactness run)."""
+the fused widened-head SDPA one (the default), the flex_attention one (score_mod adding
+rel_h[q, kv // W] + rel_w[q, kv % W]), the swap helpers and the compiled-encoder entry point's wiring.
+On CPU, eager flex_attention is torch's unfused reference maths of the same score_mod, so these tests
+check the score_mod's indexing and the class's layout; the Triton global-attention kernel is checked
+on CUDA (the CUDA-only tests, and the bench's exactness run)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,62 @@ def _eager_reference(attn):
     ref = copy.deepcopy(attn)
     ref.__class__ = DeepseekOcr2SamVisionAttention
     return ref
+
+
+def _whole_sam(sam, fast, size: int = 512):
+    """Both encoders' outputs for the same random pixels: (reference, candidate)."""
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        return sam(x).last_hidden_state, fast(x).last_hidden_state
+
+
+def _layer_by_layer(sam, fast, width: int, grid: int = 32):
+    """Both stacks of SAM blocks run on the same random [1, grid, grid, width] token grid."""
+    h = torch.randn(1, grid, grid, width)
+    with torch.no_grad():
+        a = b = h
+        for la, lb in zip(sam.layers, fast.layers):
+            a, b = la(a), lb(b)
+    return a, b
+
+
+@pytest.mark.parametrize("size", [512, 640, 1024])
+def test_fused_sam_attention_matches_transformers(size: int) -> None:
+    sam = _sam(tiny_config())
+    fused = copy.deepcopy(sam)
+    assert fuse_sam_attention(fused) == 2
+    assert fuse_sam_attention(fused) == 0  # idempotent
+    want, got = _whole_sam(sam, fused, size)
+    assert (want - got).abs().max().item() < 1e-5
+    assert want.abs().max().item() > 1e-2
+
+
+def test_fused_sam_attention_full_width_layer() -> None:
+    # the real head dim (64) and a 14x14 window + 32x32 global grid at 512 px
+    cfg = DeepseekOCRConfig()
+    sam = _sam(cfg)
+    sam.layers = sam.layers[:3]  # layers 0-1 windowed, 2 global: enough to cover both paths
+    fused = copy.deepcopy(sam)
+    fuse_sam_attention(fused)
+    a, b = _layer_by_layer(sam, fused, cfg.sam.width)  # the token grid of a 512-px page
+    assert isinstance(fused.layers[2].attn, FusedRelPosSamAttention)
+    assert (a - b).abs().max().item() < 1e-4
+
+
+def test_fused_falls_back_past_head_dim_limit(monkeypatch) -> None:
+    from optimem.model import sam_attention
+
+    monkeypatch.setattr(sam_attention, "MAX_HEAD_DIM", 64)  # 32 + 32 + 32 > 64: the unfused path
+    cfg = tiny_config()
+    sam = _sam(cfg)
+    attn = copy.deepcopy(sam.layers[1].attn)  # the global block
+    ref = copy.deepcopy(attn)
+    attn.__class__ = FusedRelPosSamAttention
+    x = torch.randn(1, 32, 32, cfg.sam.width)
+    with torch.no_grad():
+        want = ref(x)[0]
+        got = attn(x)[0]
+    assert (want - got).abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize("grid,heads,hd", [(14, 2, 16), (9, 3, 8), (16, 2, 32)])
@@ -97,10 +154,7 @@ def test_flex_whole_sam_matches_transformers(where: str) -> None:
         assert kinds == [FusedRelPosSamAttention, FlexRelPosSamAttention]
     elif where == "window":
         assert kinds == [FlexRelPosSamAttention, FusedRelPosSamAttention]
-    x = torch.randn(2, 3, 512, 512)
-    with torch.no_grad():
-        want = sam(x).last_hidden_state
-        got = fast(x).last_hidden_state
+    want, got = _whole_sam(sam, fast)
     assert (want - got).abs().max().item() < 1e-5
     assert want.abs().max().item() > 1e-2
 
@@ -112,11 +166,7 @@ def test_flex_full_width_window_and_global_layers() -> None:
     sam.layers = sam.layers[:3]  # layers 0-1 windowed, 2 global
     fast = copy.deepcopy(sam)
     assert flex_sam_attention(fast) == 3
-    h = torch.randn(1, 32, 32, cfg.sam.width)
-    with torch.no_grad():
-        a = b = h
-        for la, lb in zip(sam.layers, fast.layers):
-            a, b = la(a), lb(b)
+    a, b = _layer_by_layer(sam, fast, cfg.sam.width)
     assert (a - b).abs().max().item() < 1e-4
 
 
@@ -239,3 +289,13 @@ def test_global_block_triton_kernel_cuda(grid: int) -> None:
         widened = fast(x.bfloat16())[0].float()
     err, err_widened = (got - want).abs().max().item(), (widened - want).abs().max().item()
     assert err <= 1.5 * err_widened + 1e-3, (err, err_widened)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_attention_bf16_cuda() -> None:
+    sam = _sam(tiny_config()).cuda().to(torch.bfloat16)
+    fused = copy.deepcopy(sam)
+    fuse_sam_attention(fused)
+    x = torch.randn(4, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert (sam(x).last_hidden_state - fused(x).last_hidden_state).abs().max().item() < 5e-2
