@@ -70,10 +70,18 @@ def _(q, k, v, rel_h, rel_w, scale, grid_h, grid_w):
     return q.new_empty(b, n, heads, hd)
 
 
-def _kernel_available() -> bool:
-    from optimem.model.sam_kernel import available
+_KERNEL_AVAILABLE: bool | None = None
 
-    return available()
+
+def _kernel_available() -> bool:
+    # asked in every global block's forward: answered once (a plain global, which torch.compile
+    # reads as a constant, where a functools cache wrapper could break the graph)
+    global _KERNEL_AVAILABLE
+    if _KERNEL_AVAILABLE is None:
+        from optimem.model.sam_kernel import available
+
+        _KERNEL_AVAILABLE = available()
+    return _KERNEL_AVAILABLE
 
 
 class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
@@ -116,11 +124,21 @@ class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
         idx = torch.arange(size, device=rel_pos.device)
         return table[idx[:, None] - idx[None, :] + (size - 1)]  # [size, size, head_dim]
 
+    def _heads(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v [b, heads, h*w, hd]: views of one qkv projection (no copies)."""
+        b, h, w, _ = hidden_states.shape
+        qkv = self.qkv(hidden_states).reshape(b, h * w, 3, self.num_attention_heads, -1).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
+    def _project(self, out: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+        """[b, heads, h*w, hd] attention output -> the output projection over [b, h, w, heads*hd]."""
+        heads, hd = out.shape[1], out.shape[-1]
+        return self.proj(out.reshape(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1))
+
     def forward(self, hidden_states: torch.Tensor, output_attentions: Any = None) -> tuple[torch.Tensor, None]:
         b, h, w, _ = hidden_states.shape
         n, heads = h * w, self.num_attention_heads
-        qkv = self.qkv(hidden_states).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # [b, heads, n, hd]
+        q, k, v = self._heads(hidden_states)
         hd = q.shape[-1]
         if (self.use_rel_pos and w > KERNEL_MIN_GRID and q.is_cuda and self.use_kernel is not False
                 and _kernel_available()):
@@ -140,8 +158,7 @@ class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
             out = F.scaled_dot_product_attention(q2, k2, F.pad(v, (0, q2.shape[-1] - hd)), scale=1.0)[..., :hd]
         else:  # kernels that take a narrower value head (cuDNN): no zero columns multiplied
             out = F.scaled_dot_product_attention(q2, k2, v, scale=1.0)
-        out = out.reshape(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
-        return self.proj(out), None
+        return self._project(out, b, h, w), None
 
     def _unfused(self, q, k, v, b, h, w):
         heads, hd = self.num_attention_heads, q.shape[-1]
@@ -151,8 +168,7 @@ class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
             bias = self.get_decomposed_rel_pos(flat, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
             bias = bias.reshape(b, heads, h * w, h * w)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = out.reshape(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
-        return self.proj(out), None
+        return self._project(out, b, h, w), None
 
 
 def _flex_impl(q, k, v, rel_h, rel_w, scale: float):
@@ -182,17 +198,13 @@ class FlexRelPosSamAttention(FusedRelPosSamAttention):
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: Any = None) -> tuple[torch.Tensor, None]:
         b, h, w, _ = hidden_states.shape
-        n, heads = h * w, self.num_attention_heads
-        qkv = self.qkv(hidden_states).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # [b, heads, n, hd]
-        hd = q.shape[-1]
+        q, k, v = self._heads(hidden_states)
         if not self.use_rel_pos:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
             rel_h, rel_w = self._rel_tables(q, h, w)  # unpadded: the score_mod indexes them by kv // W, kv % W
             out = _flex_impl(q, k, v, rel_h.contiguous(), rel_w.contiguous(), self.scale)
-        out = out.reshape(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
-        return self.proj(out), None
+        return self._project(out, b, h, w), None
 
 
 def _swap(module: torch.nn.Module, cls: type, where: str = "all") -> int:
