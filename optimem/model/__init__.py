@@ -30,6 +30,7 @@ from optimem.model.config import DeepseekOCRConfig, tiny_config
 from optimem.model.decoding import DecoderMixin, _banned_ngrams  # noqa: F401  (re-exported for tests)
 from optimem.model.preprocess import MODES, gundam_placeholders, preprocess, preprocess_gundam
 from optimem.model.runtime import checkpoint_dir, dtype_name, init_random, resolve_device, resolve_dtype
+from optimem.model.speed import CompileMixin
 
 log = logging.getLogger(__name__)
 __all__ = ["DeepseekOCR", "DeepseekOCR2", "load_model", "DeepseekOCRConfig", "tiny_config", "placeholder_count",
@@ -92,7 +93,7 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-class DeepseekOCR(DecoderMixin):
+class DeepseekOCR(DecoderMixin, CompileMixin):
     def __init__(self, module, config: DeepseekOCRConfig, tokenizer=None, model_id: str | None = None,
                  *, fused_attention: bool = True) -> None:
         if fused_attention:
@@ -162,15 +163,6 @@ class DeepseekOCR(DecoderMixin):
     def vision_encoder(self):
         """The module `encode_pages` runs (what `compile()` compiles)."""
         return self.module.encoder
-
-    def compile(self, mode: str | None = None, **kwargs: Any) -> "DeepseekOCR":
-        """Run `encode_pages` through the compiled encoder (`optimem.model.speed.compile_encoder`):
-        ~1.75x the eager batched throughput on an H100, at ~50 s of compile per tier and batch size.
-        For CUDA; returns self."""
-        from optimem.model.speed import compile_encoder
-
-        compile_encoder(self, mode, **kwargs)
-        return self
 
     # -- tokens ---------------------------------------------------------------------------------
     @property

@@ -38,6 +38,7 @@ from typing import Any
 from optimem.errors import CheckpointError, ConfigError, InputError
 from optimem.model.decoding import DecoderMixin
 from optimem.model.runtime import checkpoint_dir, dtype_name, init_random, resolve_device, resolve_dtype
+from optimem.model.speed import CompileMixin
 
 GLOBAL_SIZE, TILE_SIZE, TILES = 1024, 768, 4
 QUERIES = {TILE_SIZE: 144, GLOBAL_SIZE: 256}  # the model's two learned query sets
@@ -106,7 +107,7 @@ def full_ocr2_config():
     )
 
 
-class DeepseekOCR2(DecoderMixin):
+class DeepseekOCR2(DecoderMixin, CompileMixin):
     """DeepSeek-OCR-2 (transformers' native model) with optimem's page API."""
 
     def __init__(self, hf_model, tokenizer=None, model_id: str | None = None, *, fused_attention: bool = True) -> None:
@@ -250,14 +251,6 @@ class DeepseekOCR2(DecoderMixin):
     def vision_encoder(self):
         """The module `encode_pages` runs (what `compile()` compiles): SAM + the Qwen2-style encoder."""
         return self.hf.model.vision_tower
-
-    def compile(self, mode: str | None = None, **kwargs: Any) -> "DeepseekOCR2":
-        """Run `encode_pages` through a compiled vision tower (`optimem.model.speed.compile_encoder`:
-        the fused SAM attention, the patch embedding as a matmul, torch.compile in place). For CUDA."""
-        from optimem.model.speed import compile_encoder
-
-        compile_encoder(self, mode, **kwargs)
-        return self
 
     # -- language -------------------------------------------------------------------------------
     def _embed(self, ids):

@@ -104,6 +104,16 @@ def compile_encoder(model: Any, mode: str | None = None, *, attention: str = "fu
     return encoder
 
 
+class CompileMixin:
+    """`compile()` for a model facade that exposes `vision_encoder` (DeepseekOCR, DeepseekOCR2)."""
+
+    def compile(self, mode: str | None = None, **kwargs: Any):
+        """Run `encode_pages` through the compiled encoder (`compile_encoder`): ~1.7x the eager batched
+        throughput on an H100 at ~50 s of compile per tier and batch size. For CUDA; returns self."""
+        compile_encoder(self, mode, **kwargs)
+        return self
+
+
 def uncompile_encoder(model: Any) -> Any:
     """Back to the eager default: drop the compiled call, the fused SDPA attention and transformers'
     patch embedding back."""
