@@ -33,9 +33,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-PEAKS_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     p.add_argument("--dtype", default="bfloat16")
@@ -59,13 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exactness", action="store_true",
                    help="bf16 outputs against the stock encoder in fp32 at the first variant point")
     p.add_argument("--min-seconds", type=float, default=0.5)
-
-
-def _peak(name: str) -> float | None:
-    for key, val in PEAKS_BF16.items():
-        if key in name:
-            return val
-    return None
 
 
 def _page_image(size: int):
@@ -115,7 +105,7 @@ def _row(mode: str, batch: int, pps: float, flops: int, peak: float | None, ref_
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from optimem.bench.gpu import device_info, flops_of, time_fn
+    from optimem.bench.gpu import bf16_peak, device_info, flops_of, time_fn
     from optimem.model import DeepseekOCR, DeepseekOCRConfig, tiny_config
     from optimem.model.preprocess import MODES, preprocess
     from optimem.model.sam_attention import fuse_sam_attention, restore_sam_attention
@@ -145,7 +135,7 @@ def run(args: argparse.Namespace) -> dict:
         return compiled["lib"]
 
     info = device_info(device)
-    peak = _peak(info.get("gpu", "")) if device.type == "cuda" else None
+    peak = bf16_peak(info)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     flops: dict[str, int] = {}
 

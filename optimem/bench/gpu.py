@@ -44,6 +44,15 @@ def flops_of(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
+PEAKS_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks, FLOP/s
+
+
+def bf16_peak(info: dict[str, Any]) -> float | None:
+    """The bf16 peak of the GPU `device_info` names; None on a CPU or an unknown GPU."""
+    name = info.get("gpu", "")
+    return next((val for key, val in PEAKS_BF16.items() if key in name), None)
+
+
 def device_info(device: Any) -> dict[str, Any]:
     import torch
 

@@ -30,67 +30,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import time
+
     import torch
 
-    from optimem.bench.encode import PEAKS_BF16, _page_image
-    from optimem.bench.gpu import device_info, flops_of, time_fn
+    from optimem.bench.encode import _page_image
+    from optimem.bench.gpu import bf16_peak, device_info, flops_of, time_fn
     from optimem.model.ocr2 import DeepseekOCR2, full_ocr2_config, tiny_ocr2_config
-    from optimem.model.runtime import resolve_device
+    from optimem.model.runtime import dtype_name, resolve_device
+    from optimem.model.sam_attention import fuse_sam_attention
 
     device = resolve_device(args.device)
     dtype = args.dtype if device.type == "cuda" else "float32"  # bf16 matmuls crawl on most CPUs
-    from optimem.model.sam_attention import fuse_sam_attention, restore_sam_attention
-
     model = DeepseekOCR2.random(tiny_ocr2_config() if args.tiny else full_ocr2_config(), dtype=dtype, device=str(device),
-                                fused_attention=False)
+                                fused_attention=False)  # FLOPs are counted through transformers' own attention
     info = device_info(device)
-    peak = next((v for k, v in PEAKS_BF16.items() if k in info.get("gpu", "")), None)
+    peak = bf16_peak(info)
     page = _page_image(1024)  # the same rendered page `bench encode` uses
-    rows = []
-    for tier in args.tiers:
-        one = model.pixels([page], tier)
-        restore_sam_attention(model.hf)
+
+    def features(inputs: dict[str, Any]) -> None:
         with torch.inference_mode():
-            flops = flops_of(lambda: model.hf.model.get_image_features(**one))
-        if args.attention == "fused":
-            fuse_sam_attention(model.hf)
-        for b in args.batches:
-            inputs = model.pixels([page] * b, tier)
+            model.hf.model.get_image_features(**inputs)
 
-            def step(inputs: dict[str, Any] = inputs) -> None:
-                with torch.inference_mode():
-                    model.hf.model.get_image_features(**inputs)
+    flops = {tier: flops_of(lambda tier=tier: features(model.pixels([page], tier))) for tier in args.tiers}
+    if args.attention == "fused":
+        fuse_sam_attention(model.hf)
 
-            s = time_fn(step, device, min_seconds=args.min_seconds)
-            pps = b / s
-            rows.append({"tier": tier, "batch": b, "compiled": False, "placeholders": model.placeholder_count(tier),
-                         "pages_per_s": round(pps, 1), "gflop_per_page": round(flops / 1e9, 1),
-                         "tflops": round(flops * pps / 1e12, 1),
-                         "pct_peak": round(100 * flops * pps / peak, 1) if peak else None})
+    def measure(tier: str, b: int, compiled: bool) -> dict:
+        inputs = model.pixels([page] * b, tier)
+        extra = {}
+        if compiled:
+            t0 = time.perf_counter()
+            features(inputs)  # compiles this shape
+            extra["compile_s"] = round(time.perf_counter() - t0, 1)
+        pps = b / time_fn(lambda: features(inputs), device, min_seconds=args.min_seconds)
+        return {"tier": tier, "batch": b, "compiled": compiled, **extra, "placeholders": model.placeholder_count(tier),
+                "pages_per_s": round(pps, 1), "gflop_per_page": round(flops[tier] / 1e9, 1),
+                "tflops": round(flops[tier] * pps / 1e12, 1),
+                "pct_peak": round(100 * flops[tier] * pps / peak, 1) if peak else None}
+
+    rows = [measure(tier, b, False) for tier in args.tiers for b in args.batches]
     if args.compile_batches:
-        import time
-
         model.compile()
-        for tier in args.tiers:
-            flops = next(r["gflop_per_page"] for r in rows if r["tier"] == tier) * 1e9
-            for b in args.compile_batches:
-                inputs = model.pixels([page] * b, tier)
-
-                def step(inputs: dict[str, Any] = inputs) -> None:
-                    with torch.inference_mode():
-                        model.hf.model.get_image_features(**inputs)
-
-                t0 = time.perf_counter()
-                step()  # compiles this shape
-                compile_s = time.perf_counter() - t0
-                s = time_fn(step, device, min_seconds=args.min_seconds)
-                pps = b / s
-                rows.append({"tier": tier, "batch": b, "compiled": True, "compile_s": round(compile_s, 1),
-                             "placeholders": model.placeholder_count(tier), "pages_per_s": round(pps, 1),
-                             "gflop_per_page": round(flops / 1e9, 1), "tflops": round(flops * pps / 1e12, 1),
-                             "pct_peak": round(100 * flops * pps / peak, 1) if peak else None})
+        rows += [measure(tier, b, True) for tier in args.tiers for b in args.compile_batches]
     vision_params = sum(p.numel() for p in model.hf.model.vision_tower.parameters())
-    return {"rows": rows, "attention": args.attention, "config": "tiny" if args.tiny else "full", "dtype": str(model.dtype).removeprefix("torch."),
-            "vision_params": vision_params, "peak_bf16_flops": peak, **info,
+    return {"rows": rows, "attention": args.attention, "config": "tiny" if args.tiny else "full",
+            "dtype": dtype_name(model.dtype), "vision_params": vision_params, "peak_bf16_flops": peak, **info,
             "method": __doc__.split("\n\n", 1)[1].strip()}
-
