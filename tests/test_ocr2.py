@@ -133,6 +133,11 @@ def test_checkpoint_errors_name_the_problem(checkpoint, tmp_path):
     (pickle_only / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(CheckpointError, match="safetensors only"):
         DeepseekOCR2.from_pretrained(pickle_only)
+    # an index that points at pickle shards is refused before anything opens them
+    (pickle_only / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"lm_head.weight": "pytorch_model-00001-of-00001.bin"}}))
+    with pytest.raises(CheckpointError, match="non-safetensors shards.*pytorch_model-00001-of-00001.bin"):
+        load_model(pickle_only)
 
 
 def test_odd_images_are_converted_or_refused(model):

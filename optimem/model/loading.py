@@ -146,6 +146,9 @@ def weight_files(path: Path) -> list[Path]:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"{index} is not a safetensors index: {exc}") from None
+        foreign = [s for s in shards if not s.endswith(".safetensors")]
+        if foreign:  # an index may point at pickle shards (.bin): never opened, whatever reads the list
+            raise CheckpointError(f"{index} lists non-safetensors shards: {', '.join(foreign)}; optimem loads safetensors only")
         missing = [s for s in shards if not (path / s).exists()]
         if missing:
             raise CheckpointError(f"checkpoint {path} is missing weight shards: {', '.join(missing)}")
