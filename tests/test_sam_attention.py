@@ -299,3 +299,50 @@ def test_fused_attention_bf16_cuda() -> None:
     x = torch.randn(4, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
         assert (sam(x).last_hidden_state - fused(x).last_hidden_state).abs().max().item() < 5e-2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("grid", [64, 80, 40, 32])  # base, large, small, tiny: 64 and 80 are not multiples of 14
+def test_window_block_triton_kernel_cuda(grid: int) -> None:
+    # a windowed SAM block through the window kernel (unpadded grid) against transformers' layer in
+    # fp32 (padding, partition, eager attention, crop); in bf16 no worse than the widened-SDPA path
+    from optimem.model.sam_attention import FusedSamVisionLayer
+
+    cfg = DeepseekOCRConfig()
+    layer = _sam(cfg).cuda().layers[0]  # windowed
+    assert layer.window_size == 14
+    ref = copy.deepcopy(layer)
+    ref.attn = _eager_reference(layer.attn)
+    fast = copy.deepcopy(layer).to(torch.bfloat16)
+    fuse_sam_attention(fast)
+    assert type(fast) is FusedSamVisionLayer
+    x = torch.randn(2, grid, grid, cfg.sam.width, device="cuda")
+    with torch.no_grad():
+        want = ref(x)
+        got = fast(x.bfloat16()).float()
+        fast.attn.use_kernel = False
+        widened = fast(x.bfloat16()).float()
+    err, err_widened = (got - want).abs().max().item(), (widened - want).abs().max().item()
+    assert err <= 1.5 * err_widened + 1e-3, (err, err_widened)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("tokens", [2 * 64 * 64, 1000])  # a ragged row count too
+def test_mlp_linear_gelu_kernel_cuda(tokens: int) -> None:
+    # SAM's MLP with lin1 + exact GELU in one kernel against transformers' MLP in fp32; in bf16 no
+    # worse than the unfused bf16 path
+    from optimem.model.sam_attention import FusedGeluSamMLP
+
+    cfg = DeepseekOCRConfig()
+    mlp = _sam(cfg).cuda().layers[0].mlp
+    fast = copy.deepcopy(mlp).to(torch.bfloat16)
+    fuse_sam_attention(fast)
+    assert type(fast) is FusedGeluSamMLP
+    x = torch.randn(tokens, cfg.sam.width, device="cuda")
+    with torch.no_grad():
+        want = mlp(x)
+        got = fast(x.bfloat16()).float()
+        fast.use_kernel = False
+        unfused = fast(x.bfloat16()).float()
+    err, err_unfused = (got - want).abs().max().item(), (unfused - want).abs().max().item()
+    assert err <= 1.5 * err_unfused + 1e-3, (err, err_unfused)

@@ -25,10 +25,12 @@ than the fused SDPA in the global blocks and 1.7-9x in windows on an H100 (see t
 an option, not the default.
 `restore_sam_attention(module)` puts transformers' own class back (the benchmark's stock path).
 
-On CUDA with triton, `FusedRelPosSamAttention` runs the global blocks (grids wider than
-KERNEL_MIN_GRID) through `optimem.model.sam_kernel` instead: a flash-attention kernel at head dim 64
-with the two bias terms added inside its loop (registered as the op `optimem::sam_global_attention`,
-opaque to torch.compile). The windows keep the widened-head SDPA call, which cuDNN runs well at 96.
+On CUDA with triton, the blocks run `optimem.model.sam_kernel` instead (each kernel registered as
+an op, opaque to torch.compile): `FusedRelPosSamAttention` sends the global blocks (grids wider than
+KERNEL_MIN_GRID) to a flash-attention kernel at head dim 64 with both bias terms computed and added
+inside it; `FusedSamVisionLayer` sends a windowed block's attention over the unpadded grid to the
+window kernel (no padding, partition or crop); `FusedGeluSamMLP` runs the MLP's first matmul and its
+exact GELU as one kernel. `fuse_sam_attention` swaps all three in; on CPU they are transformers' own.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers.activations import GELUActivation
 from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import (
+    DeepseekOcr2SamMLPBlock,
     DeepseekOcr2SamVisionAttention,
+    DeepseekOcr2SamVisionLayer,
     DeepseekOcr2SamVisionSdpaAttention,
 )
 
@@ -52,22 +57,48 @@ KERNEL_MIN_GRID = 16  # grids wider than this (the global blocks; windows are 14
 
 
 @torch.library.custom_op("optimem::sam_global_attention", mutates_args=())
-def sam_global_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor,
-                            rel_w: torch.Tensor, scale: float, grid_h: int, grid_w: int) -> torch.Tensor:
-    """`sam_kernel.sam_global_attention` as one op, opaque to torch.compile; returns [b, n, heads, hd]
-    (the layout the output projection reads, so no permute copy follows)."""
+def sam_global_attention_op(qkv: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, scale: float,
+                            grid_h: int, grid_w: int, heads: int) -> torch.Tensor:
+    """`sam_kernel.sam_global_attention` as one op, opaque to torch.compile: qkv [b, n, 3C] -> [b, n, C]
+    (the layout the output projection reads, so no copy on either side)."""
     from optimem.model.sam_kernel import sam_global_attention
 
-    b, heads, n, hd = q.shape
-    out = q.new_empty(b, n, heads, hd)
-    sam_global_attention(q, k, v, rel_h, rel_w, scale, (grid_h, grid_w), out=out.permute(0, 2, 1, 3))
-    return out
+    return sam_global_attention(qkv, rel_pos_h, rel_pos_w, scale, (grid_h, grid_w), heads)
 
 
 @sam_global_attention_op.register_fake
-def _(q, k, v, rel_h, rel_w, scale, grid_h, grid_w):
-    b, heads, n, hd = q.shape
-    return q.new_empty(b, n, heads, hd)
+def _(qkv, rel_pos_h, rel_pos_w, scale, grid_h, grid_w, heads):
+    b, n, c3 = qkv.shape
+    return qkv.new_empty(b, n, c3 // 3)
+
+
+@torch.library.custom_op("optimem::sam_window_attention", mutates_args=())
+def sam_window_attention_op(qkv: torch.Tensor, qkv_bias: torch.Tensor | None, rel_pos_h: torch.Tensor,
+                            rel_pos_w: torch.Tensor, scale: float, grid_h: int, grid_w: int, heads: int,
+                            window: int) -> torch.Tensor:
+    """`sam_kernel.sam_window_attention` as one op, opaque to torch.compile: qkv [b, n, 3C] -> [b, n, C]."""
+    from optimem.model.sam_kernel import sam_window_attention
+
+    return sam_window_attention(qkv, qkv_bias, rel_pos_h, rel_pos_w, scale, (grid_h, grid_w), heads, window)
+
+
+@sam_window_attention_op.register_fake
+def _(qkv, qkv_bias, rel_pos_h, rel_pos_w, scale, grid_h, grid_w, heads, window):
+    b, n, c3 = qkv.shape
+    return qkv.new_empty(b, n, c3 // 3)
+
+
+@torch.library.custom_op("optimem::linear_gelu", mutates_args=())
+def linear_gelu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`sam_kernel.linear_gelu` (matmul, bias and exact GELU in one kernel) as one op."""
+    from optimem.model.sam_kernel import linear_gelu
+
+    return linear_gelu(x, weight, bias)
+
+
+@linear_gelu_op.register_fake
+def _(x, weight, bias):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
 _KERNEL_AVAILABLE: bool | None = None
@@ -114,15 +145,20 @@ class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", qg, tw)
         return rel_h.reshape(b, heads, n, hp), rel_w.reshape(b, heads, n, wp)
 
+    @staticmethod
+    def _rel_positions(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+        """The [2·size - 1, head_dim] table of one relative distance per row (the checkpoint's,
+        linearly interpolated when it was trained for another size, as get_rel_pos does)."""
+        dist = 2 * size - 1
+        if rel_pos.shape[0] == dist:
+            return rel_pos
+        table = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).transpose(1, 2), size=dist, mode="linear")
+        return table.reshape(-1, dist).permute(1, 0)
+
     def _rel_table(self, size: int, rel_pos: torch.Tensor) -> torch.Tensor:
         # as get_rel_pos for q_size == k_size, with the index built on the weights' device (no host sync)
-        dist = 2 * size - 1
-        table = rel_pos
-        if table.shape[0] != dist:
-            table = F.interpolate(table.reshape(1, table.shape[0], -1).transpose(1, 2), size=dist, mode="linear")
-            table = table.reshape(-1, dist).permute(1, 0)
         idx = torch.arange(size, device=rel_pos.device)
-        return table[idx[:, None] - idx[None, :] + (size - 1)]  # [size, size, head_dim]
+        return self._rel_positions(size, rel_pos)[idx[:, None] - idx[None, :] + (size - 1)]  # [size, size, head_dim]
 
     def _heads(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v [b, heads, h*w, hd]: views of one qkv projection (no copies)."""
@@ -135,16 +171,32 @@ class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
         heads, hd = out.shape[1], out.shape[-1]
         return self.proj(out.reshape(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1))
 
+    def _kernel_ok(self, x: torch.Tensor) -> bool:
+        """Whether the Triton kernels run this attention: CUDA, triton, relative positions on."""
+        return self.use_rel_pos and x.is_cuda and self.use_kernel is not False and _kernel_available()
+
+    def window_forward(self, hidden_states: torch.Tensor, window: int) -> torch.Tensor:
+        """The whole windowed attention (qkv, attention, output projection) over the normed,
+        unpadded [b, h, w, C] grid, through `sam_kernel.sam_window_attention` (see FusedSamVisionLayer)."""
+        b, h, w, c = hidden_states.shape
+        heads = self.num_attention_heads
+        qkv = self.qkv(hidden_states).reshape(b, h * w, 3 * c)
+        out = torch.ops.optimem.sam_window_attention(
+            qkv, self.qkv.bias, self._rel_positions(window, self.rel_pos_h), self._rel_positions(window, self.rel_pos_w),
+            float(self.scale), h, w, heads, window)
+        return self.proj(out.reshape(b, h, w, c))
+
     def forward(self, hidden_states: torch.Tensor, output_attentions: Any = None) -> tuple[torch.Tensor, None]:
-        b, h, w, _ = hidden_states.shape
+        b, h, w, c = hidden_states.shape
         n, heads = h * w, self.num_attention_heads
+        if w > KERNEL_MIN_GRID and self._kernel_ok(hidden_states):
+            qkv = self.qkv(hidden_states).reshape(b, n, 3 * c)
+            out = torch.ops.optimem.sam_global_attention(
+                qkv, self._rel_positions(h, self.rel_pos_h), self._rel_positions(w, self.rel_pos_w),
+                float(self.scale), h, w, heads)
+            return self.proj(out.reshape(b, h, w, c)), None
         q, k, v = self._heads(hidden_states)
         hd = q.shape[-1]
-        if (self.use_rel_pos and w > KERNEL_MIN_GRID and q.is_cuda and self.use_kernel is not False
-                and _kernel_available()):
-            rel_h, rel_w = self._rel_tables(q, h, w)
-            out = torch.ops.optimem.sam_global_attention(q, k, v, rel_h, rel_w, float(self.scale), h, w)
-            return self.proj(out.reshape(b, h, w, -1)), None
         hp, wp = -(-h // 8) * 8, -(-w // 8) * 8  # fused kernels want head dims in multiples of 8
         width = hd + hp + wp
         if not self.use_rel_pos or width > MAX_HEAD_DIM:  # no room for the trick: the plain bias path
@@ -169,6 +221,42 @@ class FusedRelPosSamAttention(DeepseekOcr2SamVisionAttention):
             bias = bias.reshape(b, heads, h * w, h * w)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self._project(out, b, h, w), None
+
+
+class FusedSamVisionLayer(DeepseekOcr2SamVisionLayer):
+    """transformers' SAM block, except that on CUDA with triton a windowed block with the fused
+    attention runs it over the unpadded grid in one kernel (`sam_kernel.sam_window_attention`).
+
+    The reference zero-pads the grid to a multiple of the window (64 -> 70 per side at 1024 px),
+    projects the padding too, partitions, attends and crops: two copies of the grid and a fifth more
+    qkv and projection work. The kernel reads the qkv projection of the real tokens where it lies,
+    takes the padding's keys and values as what the reference computes for them (the qkv bias), skips
+    the padding's queries (cropped anyway) and writes the output in grid order. Elsewhere (CPU, global
+    blocks, flex attention) this is transformers' forward unchanged."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        attn = self.attn
+        if not (self.window_size > 0 and type(attn) is FusedRelPosSamAttention and attn._kernel_ok(hidden_states)):
+            return super().forward(hidden_states)
+        hidden_states = hidden_states + attn.window_forward(self.layer_norm1(hidden_states), self.window_size)
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+
+class FusedGeluSamMLP(DeepseekOcr2SamMLPBlock):
+    """transformers' SAM MLP, except that on CUDA with triton the first matmul, its bias and the exact
+    GELU run as one kernel (`sam_kernel.linear_gelu`). Unfused, the [tokens, 3072] pre-activation
+    goes to memory and comes back for a separate GELU kernel (7.5 ms of a compiled 1024-px batch of
+    32 on an H100: cuBLAS's GELU epilogue is the tanh approximation, and inductor leaves the exact
+    one as its own kernel). Elsewhere this is transformers' forward unchanged."""
+
+    use_kernel: bool | None = None  # None: on CUDA where triton is importable
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        act = self.act
+        exact_gelu = isinstance(act, GELUActivation) or (isinstance(act, torch.nn.GELU) and act.approximate == "none")
+        if not (exact_gelu and hidden_states.is_cuda and self.use_kernel is not False and _kernel_available()):
+            return super().forward(hidden_states)
+        return self.lin2(torch.ops.optimem.linear_gelu(hidden_states, self.lin1.weight, self.lin1.bias))
 
 
 def _flex_impl(q, k, v, rel_h, rel_w, scale: float):
@@ -225,9 +313,16 @@ def _swap(module: torch.nn.Module, cls: type, where: str = "all") -> int:
 
 
 def fuse_sam_attention(module: torch.nn.Module) -> int:
-    """Swap every transformers SAM attention under `module` for the fused one, in place.
-    Returns how many were swapped (0 means nothing SAM-like was found)."""
+    """Swap every transformers SAM attention under `module` for the fused one, in place, and the
+    SAM layers and MLPs for the classes with the CUDA kernel paths (FusedSamVisionLayer,
+    FusedGeluSamMLP; transformers' own maths elsewhere). Returns how many attentions were swapped
+    (0 means nothing SAM-like was found)."""
     count = _swap(module, FusedRelPosSamAttention)
+    for sub in module.modules():  # the kernel paths of the windowed blocks and the MLPs (CUDA only)
+        if type(sub) is DeepseekOcr2SamVisionLayer:
+            sub.__class__ = FusedSamVisionLayer
+        elif type(sub) is DeepseekOcr2SamMLPBlock:
+            sub.__class__ = FusedGeluSamMLP
     log.debug("fused relative-position attention in %d SAM layers", count)
     return count
 
@@ -247,4 +342,8 @@ def restore_sam_attention(module: torch.nn.Module) -> int:
         if isinstance(sub, FusedRelPosSamAttention):
             sub.__class__ = getattr(sub, "_optimem_stock_class", DeepseekOcr2SamVisionSdpaAttention)
             count += 1
+        elif type(sub) is FusedSamVisionLayer:
+            sub.__class__ = DeepseekOcr2SamVisionLayer
+        elif type(sub) is FusedGeluSamMLP:
+            sub.__class__ = DeepseekOcr2SamMLPBlock
     return count
