@@ -78,7 +78,7 @@ def test_splice_and_decode_match_transformers_own_path(model):
         ours = model.logits(model.build_inputs_embeds(ids, [emb]))
         with torch.inference_mode():
             native = model.hf(input_ids=torch.tensor([ids]), **model.pixels([page], tier)).logits
-        assert torch.allclose(ours, native, atol=1e-5, rtol=0), tier
+        assert torch.allclose(ours, native, atol=1e-5, rtol=0), (tier, (ours - native).abs().max().item())
         other = model.logits(model.build_inputs_embeds(ids, [model.encode_pages([_page("different")], tier)[0]]))
         assert not torch.allclose(ours, other)  # the image reaches the decoder
     with torch.inference_mode():
