@@ -279,7 +279,10 @@ if triton is not None:
 # bf16; BLOCK_M 64/128 x warps 4/8 x stages 2-4): a 64x64 grid (1024 px) 5.03 ms per block (328 TFLOP/s
 # of attention, the bias factors included), 80x80 (1280 px, rows padded to 128) 19.7 ms (204 TFLOP/s).
 # torch's SDPA without any bias runs the 64x64 case in 3.54 ms; the widened-head SDPA path took 5.55 ms
-# plus its einsums and copies.
+# plus its einsums and copies. Tried for the 80x80 grid and not kept (same H100, same shapes; the row
+# walk at 128 keys took 19.8 ms there): a row as a 64-key tile plus a 16-key tail tile, 29.0 ms even with
+# one softmax update per row (at 40x40, 32 + 16 keys, it did gain: 1.31 against 1.47 ms); keys walked
+# in flat blocks of 64 across row boundaries with both bias terms read per key from scratch, 38.5 ms.
 CONFIGS: dict[int, dict] = {
     64: {"BLOCK_M": 64, "num_warps": 4, "num_stages": 3},
     128: {"BLOCK_M": 64, "num_warps": 4, "num_stages": 3},
