@@ -49,18 +49,34 @@ class DeepseekOCRBackend:
 
     has_model = True
 
-    def __init__(self, model: Any, *, batch_size: int = 16) -> None:
+    def __init__(self, model: Any, *, batch_size: int = 16, compile: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.model = model
         self.model_id = model.model_id
         self.ladder = model.ladder()
         self.batch_size = batch_size
+        self.compiled = False
+        if compile:
+            self.compile()
 
     @classmethod
-    def from_pretrained(cls, path: str, *, batch_size: int = 16, **kwargs: Any) -> "DeepseekOCRBackend":
+    def from_pretrained(cls, path: str, *, batch_size: int = 16, compile: bool = False,
+                        **kwargs: Any) -> "DeepseekOCRBackend":
         """v1 or OCR-2 by the checkpoint's model_type; `dtype` and `device` pass through."""
         from optimem.model import load_model
 
-        return cls(load_model(path, **kwargs), batch_size=batch_size)
+        return cls(load_model(path, **kwargs), batch_size=batch_size, compile=compile)
+
+    def compile(self, **kwargs: Any) -> "DeepseekOCRBackend":
+        """Encode through the compiled encoder (`model.compile`, for CUDA: 1.4-2x the eager pages/s
+        at batch 32 on an H100). From then on every forward carries exactly `batch_size` pages, a
+        short last batch padded with copies of its last page whose outputs are dropped: the compiled
+        encoder is specialised per input shape, so each tier compiles once (~35-50 s) instead of once
+        per batch size that happens to come along."""
+        self.model.compile(**kwargs)
+        self.compiled = True
+        return self
 
     def placeholder_count(self, tier: str) -> int:
         return self.model.placeholder_count(tier)
@@ -69,8 +85,10 @@ class DeepseekOCRBackend:
         """One [placeholders, hidden] tensor per image, batched `batch_size` pages per forward."""
         out: list[Any] = []
         for i in range(0, len(images), self.batch_size):
-            batch = self.model.encode_pages(images[i : i + self.batch_size], tier)
-            out.extend(batch.unbind(0))
+            chunk = list(images[i : i + self.batch_size])
+            pad = self.batch_size - len(chunk) if self.compiled else 0
+            batch = self.model.encode_pages(chunk + chunk[-1:] * pad, tier)
+            out.extend(batch[: len(chunk)])  # rows of a tensor, or items of a list
         return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from optimem.backends import DeepseekOCRBackend
 from optimem.context import build_inputs
@@ -78,3 +79,20 @@ def test_chat_cli_with_a_tiny_checkpoint(tmp_path, backend):
 
     turns = open_store(f"sqlite:///{tmp_path / 'c.db'}").get_turns("chat")
     assert [t.role for t in turns] == ["user", "assistant"] and turns[0].content == "hello"
+
+
+def test_compiled_backend_pads_every_forward_to_one_batch_size(backend):
+    import copy
+
+    pages = [Image.new("RGB", (200 + 10 * i, 260), (255 - 20 * i, 255, 255)) for i in range(5)]
+    eager = DeepseekOCRBackend(backend.model, batch_size=2).encode(pages, "tiny")
+    compiled = DeepseekOCRBackend(copy.deepcopy(backend.model), batch_size=2)
+    seen = []
+    encode_pages = compiled.model.encode_pages
+    compiled.model.encode_pages = lambda imgs, tier: seen.append(len(imgs)) or encode_pages(imgs, tier)
+    assert compiled.compile(backend="eager") is compiled and compiled.compiled
+    got = compiled.encode(pages, "tiny")
+    assert seen == [2, 2, 2]  # 5 pages: the last forward padded, so one compiled shape per tier
+    assert len(got) == 5 and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, eager))
+    with pytest.raises(ValueError, match="batch_size"):
+        DeepseekOCRBackend(backend.model, batch_size=0)

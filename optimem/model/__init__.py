@@ -97,8 +97,9 @@ class DeepseekOCR(DecoderMixin, CompileMixin):
     def __init__(self, module, config: DeepseekOCRConfig, tokenizer=None, model_id: str | None = None,
                  *, fused_attention: bool = True) -> None:
         if fused_attention:
-            # SAM's relative-position bias folded into one bias-free SDPA call: same maths (parity
-            # tests run through it), no [heads, HW, HW] bias tensor, 1.7x the batched throughput
+            # SAM's relative-position bias without the dense [heads, HW, HW] tensor: one bias-free
+            # SDPA call on CPU, Triton kernels on CUDA; same maths (parity tests run through it),
+            # 2.6x the stock attention's batched throughput at base on an H100 (bench encode variants)
             from optimem.model.sam_attention import fuse_sam_attention
 
             fuse_sam_attention(module)

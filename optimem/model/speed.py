@@ -11,7 +11,7 @@ What it changes before compiling, all exact up to float rounding (tests/test_sam
 
     model = DeepseekOCR.random(DeepseekOCRConfig(), dtype="bfloat16", device="cuda")
     model.compile()                          # = compile_encoder(model); DeepseekOCR2 has it too
-    model.encode_pages(images, "base")       # first call per (tier, batch size) compiles (~1 min)
+    model.encode_pages(images, "base")       # first call per (tier, batch size) compiles (~35-50 s)
 
 The encoder module (`model.vision_encoder`) is compiled in place (`nn.Module.compile`), so parameter names, `state_dict()`
 and `save_pretrained` are unchanged and `model.encode_pages` / `page_embeddings` go through it.
@@ -108,8 +108,9 @@ class CompileMixin:
     """`compile()` for a model facade that exposes `vision_encoder` (DeepseekOCR, DeepseekOCR2)."""
 
     def compile(self, mode: str | None = None, **kwargs: Any):
-        """Run `encode_pages` through the compiled encoder (`compile_encoder`): ~1.7x the eager batched
-        throughput on an H100 at ~50 s of compile per tier and batch size. For CUDA; returns self."""
+        """Run `encode_pages` through the compiled encoder (`compile_encoder`): 1.4-2x the eager batched
+        throughput at batch 32 on an H100 (benchmarks/results/encode.json) at ~35-50 s of compile per
+        tier and batch size. For CUDA; returns self."""
         compile_encoder(self, mode, **kwargs)
         return self
 
