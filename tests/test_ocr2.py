@@ -247,7 +247,7 @@ def test_compile_wires_the_vision_tower(model):
     compiled = copy.deepcopy(model)
     torch._dynamo.reset()
     assert compiled.compile(backend="eager") is compiled
-    assert type(compiled.vision_encoder.sam_encoder.patch_embed).__name__ == "MatmulPatchEmbeddings"
+    assert type(compiled.vision_encoder.sam_encoder.patch_embed).__name__ == "MatmulSamPatchEmbeddings"
     page = _page("compiled")
     for tier in ("small", "tiles"):
         assert torch.allclose(compiled.encode_pages([page], tier), model.encode_pages([page], tier), atol=1e-5), tier

@@ -174,9 +174,11 @@ def test_restore_puts_transformers_class_back() -> None:
     sam = _sam(tiny_config())
     stock = [type(layer.attn) for layer in sam.layers]
     fuse_sam_attention(sam)
+    assert type(sam.patch_embed).__name__ == "MatmulSamPatchEmbeddings"
     flex_sam_attention(sam, "global")
     assert restore_sam_attention(sam) == 2
     assert [type(layer.attn) for layer in sam.layers] == stock
+    assert type(sam.patch_embed).__name__ == "DeepseekOcr2SamPatchEmbeddings"
     assert restore_sam_attention(sam) == 0
     with pytest.raises(ValueError):
         flex_sam_attention(sam, "windows")
@@ -204,14 +206,14 @@ def test_compile_encoder_wiring_cpu(attention: str) -> None:
     assert enc is model.module.encoder
     cls = FlexRelPosSamAttention if attention == "flex" else FusedRelPosSamAttention
     assert all(type(layer.attn) is cls for layer in enc.sam_model.layers)
-    assert type(enc.sam_model.patch_embed).__name__ == "MatmulPatchEmbeddings"
+    assert type(enc.sam_model.patch_embed).__name__ == "MatmulSamPatchEmbeddings"
     assert list(model.module.state_dict()) == keys
     got = model.encode_pages([page, page], "tiny")
     assert got.shape == want.shape
     assert (got - want).abs().max().item() < 1e-5
     uncompile_encoder(model)
     assert all(type(layer.attn) is FusedRelPosSamAttention for layer in enc.sam_model.layers)
-    assert type(enc.sam_model.patch_embed).__name__ == "DeepseekOcr2SamPatchEmbeddings"
+    assert type(enc.sam_model.patch_embed).__name__ == "MatmulSamPatchEmbeddings"  # the eager default
     assert (model.encode_pages([page, page], "tiny") - want).abs().max().item() < 1e-6
 
 
@@ -223,11 +225,15 @@ def test_matmul_patch_embedding_matches_conv() -> None:
     fast = torch.nn.Module()
     fast.pe = copy.deepcopy(pe)
     assert prepare_encoder(fast)["patch_embed"] == 1
+    stock = copy.deepcopy(fast)
+    assert prepare_encoder(stock, matmul_patch_embed=False)["patch_embed"] == 0
+    assert type(stock.pe) is type(pe)
     x = torch.randn(2, 3, 128, 96)
     with torch.no_grad():
         want, got = pe(x), fast.pe(x)
         odd = fast.pe(x[:, :, :120])  # not a multiple of 16: falls back to the convolution
     assert got.shape == want.shape == (2, 8, 6, 768)
+    assert got.is_contiguous() and odd.is_contiguous() and not want.is_contiguous()  # why it exists
     assert (got - want).abs().max().item() < 1e-4
     assert (odd - pe(x[:, :, :120])).abs().max().item() == 0
 

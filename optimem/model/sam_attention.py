@@ -31,6 +31,8 @@ KERNEL_MIN_GRID) to a flash-attention kernel at head dim 64 with both bias terms
 inside it; `FusedSamVisionLayer` sends a windowed block's attention over the unpadded grid to the
 window kernel (no padding, partition or crop); `FusedGeluSamMLP` runs the MLP's first matmul and its
 exact GELU as one kernel. `fuse_sam_attention` swaps all three in; on CPU they are transformers' own.
+It also swaps the patch embedding for `MatmulSamPatchEmbeddings` (everywhere: same sum, and a
+contiguous residual stream after it).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import torch.nn.functional as F
 from transformers.activations import GELUActivation
 from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import (
     DeepseekOcr2SamMLPBlock,
+    DeepseekOcr2SamPatchEmbeddings,
     DeepseekOcr2SamVisionAttention,
     DeepseekOcr2SamVisionLayer,
     DeepseekOcr2SamVisionSdpaAttention,
@@ -259,6 +262,28 @@ class FusedGeluSamMLP(DeepseekOcr2SamMLPBlock):
         return self.lin2(torch.ops.optimem.linear_gelu(hidden_states, self.lin1.weight, self.lin1.bias))
 
 
+class MatmulSamPatchEmbeddings(DeepseekOcr2SamPatchEmbeddings):
+    """SAM's patch embedding (conv, kernel = stride = p, no padding) as unfold + one matmul:
+    out[b, i, j, o] = bias[o] + sum over (c, y, x) of w[o, c, y, x] * pixels[b, c, i*p + y, j*p + x].
+
+    transformers' version permutes the convolution's NCHW output to [b, H, W, C] as a view, so the
+    whole residual stream after it inherits a channels-first memory layout: every layer norm then
+    copies its input and every residual add runs the strided elementwise kernel. In eager bf16 on an
+    H100 (base, batch 32) that cost ~37 ms of 133, and cuDNN ran the 3-channel convolution itself on
+    a generic implicit-GEMM kernel (~17 ms). The matmul's output is contiguous [b, H, W, C]."""
+
+    def forward(self, pixel_values):
+        conv = self.projection
+        b, c, hh, ww = pixel_values.shape
+        ph, pw = conv.kernel_size
+        if (conv.stride != (ph, pw) or conv.padding != (0, 0) or conv.dilation != (1, 1) or conv.groups != 1
+                or hh % ph or ww % pw):
+            return super().forward(pixel_values).contiguous()
+        gh, gw = hh // ph, ww // pw
+        patches = pixel_values.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, gh, gw, -1)
+        return F.linear(patches, conv.weight.reshape(conv.weight.shape[0], -1), conv.bias)
+
+
 def _flex_impl(q, k, v, rel_h, rel_w, scale: float):
     from torch.nn.attention.flex_attention import flex_attention
 
@@ -313,16 +338,18 @@ def _swap(module: torch.nn.Module, cls: type, where: str = "all") -> int:
 
 
 def fuse_sam_attention(module: torch.nn.Module) -> int:
-    """Swap every transformers SAM attention under `module` for the fused one, in place, and the
-    SAM layers and MLPs for the classes with the CUDA kernel paths (FusedSamVisionLayer,
-    FusedGeluSamMLP; transformers' own maths elsewhere). Returns how many attentions were swapped
-    (0 means nothing SAM-like was found)."""
+    """Swap every transformers SAM attention under `module` for the fused one, in place; the SAM
+    layers and MLPs for the classes with the CUDA kernel paths (FusedSamVisionLayer, FusedGeluSamMLP;
+    transformers' own maths elsewhere); and the patch embedding for MatmulSamPatchEmbeddings.
+    Returns how many attentions were swapped (0 means nothing SAM-like was found)."""
     count = _swap(module, FusedRelPosSamAttention)
     for sub in module.modules():  # the kernel paths of the windowed blocks and the MLPs (CUDA only)
         if type(sub) is DeepseekOcr2SamVisionLayer:
             sub.__class__ = FusedSamVisionLayer
         elif type(sub) is DeepseekOcr2SamMLPBlock:
             sub.__class__ = FusedGeluSamMLP
+        elif type(sub) is DeepseekOcr2SamPatchEmbeddings:
+            sub.__class__ = MatmulSamPatchEmbeddings
     log.debug("fused relative-position attention in %d SAM layers", count)
     return count
 
@@ -346,4 +373,6 @@ def restore_sam_attention(module: torch.nn.Module) -> int:
             sub.__class__ = DeepseekOcr2SamVisionLayer
         elif type(sub) is FusedGeluSamMLP:
             sub.__class__ = DeepseekOcr2SamMLPBlock
+        elif type(sub) is MatmulSamPatchEmbeddings:
+            sub.__class__ = DeepseekOcr2SamPatchEmbeddings
     return count

@@ -5,9 +5,8 @@ What it changes before compiling, all exact up to float rounding (tests/test_sam
   too; on CUDA its values stay 64 wide (cuDNN takes a narrower value head). `attention="flex"` puts
   torch's flex_attention there instead (head dim 64, bias in a score_mod): exact but measured 8-11x
   slower per block on an H100 with torch 2.11, so not the default.
-- SAM's patch embedding (a 16x16 stride-16 convolution over 3 channels, which cuDNN ran on a generic
-  implicit-GEMM kernel: 8 ms of a 125-ms batch of 32 base pages) as the same sum written as one
-  matmul over unfolded 16x16 patches.
+- SAM's patch embedding as one matmul over unfolded 16x16 patches (`MatmulSamPatchEmbeddings`,
+  the eager default too; `matmul_patch_embed=False` keeps transformers' convolution).
 
     model = DeepseekOCR.random(DeepseekOCRConfig(), dtype="bfloat16", device="cuda")
     model.compile()                          # = compile_encoder(model); DeepseekOCR2 has it too
@@ -29,28 +28,6 @@ log = logging.getLogger(__name__)
 ATTENTION_CHOICES = ("fused", "flex", "flex-global")
 
 
-def _patch_embed_class():
-    import torch.nn.functional as F
-    from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr2SamPatchEmbeddings
-
-    class MatmulPatchEmbeddings(DeepseekOcr2SamPatchEmbeddings):
-        """SAM's patch embedding (conv, kernel = stride = p, no padding) as unfold + one matmul:
-        out[b, i, j, o] = bias[o] + sum over (c, y, x) of w[o, c, y, x] * pixels[b, c, i*p + y, j*p + x]."""
-
-        def forward(self, pixel_values):
-            conv = self.projection
-            b, c, hh, ww = pixel_values.shape
-            ph, pw = conv.kernel_size
-            if (conv.stride != (ph, pw) or conv.padding != (0, 0) or conv.dilation != (1, 1) or conv.groups != 1
-                    or hh % ph or ww % pw):
-                return super().forward(pixel_values)
-            gh, gw = hh // ph, ww // pw
-            patches = pixel_values.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, gh, gw, -1)
-            return F.linear(patches, conv.weight.reshape(conv.weight.shape[0], -1), conv.bias)
-
-    return MatmulPatchEmbeddings
-
-
 def prepare_encoder(encoder: Any, attention: str = "fused", channels_last: bool = False,
                     matmul_patch_embed: bool = True) -> dict[str, int]:
     """Swap in the compiled path's modules, in place (no compile here); returns what was swapped.
@@ -63,21 +40,21 @@ def prepare_encoder(encoder: Any, attention: str = "fused", channels_last: bool 
     import torch
     from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr2SamPatchEmbeddings
 
-    from optimem.model.sam_attention import flex_sam_attention, fuse_sam_attention
+    from optimem.model.sam_attention import MatmulSamPatchEmbeddings, flex_sam_attention, fuse_sam_attention
 
     if attention not in ATTENTION_CHOICES:
         raise ValueError(f"attention must be one of {ATTENTION_CHOICES}, not {attention!r}")
-    swapped = {"fused": fuse_sam_attention(encoder)}
+    swapped = {"fused": fuse_sam_attention(encoder)}  # the eager default, matmul patch embedding included
     if attention == "flex":
         swapped["flex"] = flex_sam_attention(encoder, "all")
     elif attention == "flex-global":
         swapped["flex"] = flex_sam_attention(encoder, "global")
-    if matmul_patch_embed:
-        cls = _patch_embed_class()
-        swapped["patch_embed"] = 0
-        for sub in encoder.modules():
-            if type(sub) is DeepseekOcr2SamPatchEmbeddings:
-                sub.__class__ = cls
+    swapped["patch_embed"] = 0
+    for sub in encoder.modules():
+        if type(sub) is MatmulSamPatchEmbeddings:
+            if not matmul_patch_embed:
+                sub.__class__ = DeepseekOcr2SamPatchEmbeddings
+            else:
                 swapped["patch_embed"] += 1
     if channels_last:
         for sub in encoder.modules():
@@ -116,16 +93,11 @@ class CompileMixin:
 
 
 def uncompile_encoder(model: Any) -> Any:
-    """Back to the eager default: drop the compiled call, the fused SDPA attention and transformers'
-    patch embedding back."""
-    from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr2SamPatchEmbeddings
-
+    """Back to the eager default: drop the compiled call; the fused SAM path (`fuse_sam_attention`)
+    where flex attention or the stock patch embedding had been chosen."""
     from optimem.model.sam_attention import fuse_sam_attention
 
     encoder = model.vision_encoder
     encoder._compiled_call_impl = None
     fuse_sam_attention(encoder)
-    for sub in encoder.modules():
-        if isinstance(sub, DeepseekOcr2SamPatchEmbeddings):
-            sub.__class__ = DeepseekOcr2SamPatchEmbeddings
     return encoder
