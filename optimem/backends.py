@@ -69,7 +69,7 @@ class DeepseekOCRBackend:
         return cls(load_model(path, **kwargs), batch_size=batch_size, compile=compile)
 
     def compile(self, **kwargs: Any) -> "DeepseekOCRBackend":
-        """Encode through the compiled encoder (`model.compile`, for CUDA: 1.4-2x the eager pages/s
+        """Encode through the compiled encoder (`model.compile`, for CUDA: 1.06-1.18x the eager pages/s
         at batch 32 on an H100). From then on every forward carries exactly `batch_size` pages, a
         short last batch padded with copies of its last page whose outputs are dropped: the compiled
         encoder is specialised per input shape, so each tier compiles once (~35-50 s) instead of once
