@@ -93,8 +93,8 @@ class CompileMixin:
 
 
 def uncompile_encoder(model: Any) -> Any:
-    """Back to the eager default: drop the compiled call; the fused SAM path (`fuse_sam_attention`)
-    where flex attention or the stock patch embedding had been chosen."""
+    """Back to the eager default: drop the compiled call and put the fused SAM path
+    (`fuse_sam_attention`) back where flex attention or the stock patch embedding had been chosen."""
     from optimem.model.sam_attention import fuse_sam_attention
 
     encoder = model.vision_encoder
