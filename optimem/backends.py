@@ -56,7 +56,6 @@ class DeepseekOCRBackend:
         self.model_id = model.model_id
         self.ladder = model.ladder()
         self.batch_size = batch_size
-        self.compiled = False
         if compile:
             self.compile()
 
@@ -69,14 +68,20 @@ class DeepseekOCRBackend:
         return cls(load_model(path, **kwargs), batch_size=batch_size, compile=compile)
 
     def compile(self, **kwargs: Any) -> "DeepseekOCRBackend":
-        """Encode through the compiled encoder (`model.compile`, for CUDA: 1.06-1.18x the eager pages/s
-        at batch 32 on an H100). From then on every forward carries exactly `batch_size` pages, a
+        """Encode through the compiled encoder (`model.compile`, which gives the speed-up; for CUDA).
+        From then on every forward carries exactly `batch_size` pages, a
         short last batch padded with copies of its last page whose outputs are dropped: the compiled
         encoder is specialised per input shape, so each tier compiles once (~35-50 s) instead of once
         per batch size that happens to come along."""
         self.model.compile(**kwargs)
-        self.compiled = True
         return self
+
+    @property
+    def compiled(self) -> bool:
+        """The model's encoder is compiled, here or by the caller before wrapping it: pad batches."""
+        from optimem.model.speed import is_compiled
+
+        return is_compiled(self.model)
 
     def placeholder_count(self, tier: str) -> int:
         return self.model.placeholder_count(tier)
@@ -84,9 +89,10 @@ class DeepseekOCRBackend:
     def encode(self, images: list[Any], tier: str) -> list[Any]:
         """One [placeholders, hidden] tensor per image, batched `batch_size` pages per forward."""
         out: list[Any] = []
+        compiled = self.compiled
         for i in range(0, len(images), self.batch_size):
             chunk = list(images[i : i + self.batch_size])
-            pad = self.batch_size - len(chunk) if self.compiled else 0
+            pad = self.batch_size - len(chunk) if compiled else 0
             batch = self.model.encode_pages(chunk + chunk[-1:] * pad, tier)
             out.extend(batch[: len(chunk)])  # rows of a tensor, or items of a list
         return out

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--compile", action="store_true",
-                   help="CUDA: encode pages through the compiled encoder (~35-50 s of compile per tier, then 1.06-1.18x faster)")
+                   help="CUDA: encode pages through the compiled encoder (model.compile; ~35-50 s of compile per tier)")
 
 
 def run(args: argparse.Namespace) -> int:

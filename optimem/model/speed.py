@@ -92,6 +92,12 @@ class CompileMixin:
         return self
 
 
+def is_compiled(model: Any) -> bool:
+    """Whether `model.encode_pages` goes through a compiled encoder (`compile_encoder`, or
+    `nn.Module.compile` on `model.vision_encoder` directly)."""
+    return getattr(getattr(model, "vision_encoder", None), "_compiled_call_impl", None) is not None
+
+
 def uncompile_encoder(model: Any) -> Any:
     """Back to the eager default: drop the compiled call and put the fused SAM path
     (`fuse_sam_attention`) back where flex attention or the stock patch embedding had been chosen."""
