@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 
-from optimem.store.local_redis import RedisServer  # noqa: E402
+from local_redis import RedisServer  # noqa: E402  (tests/local_redis.py)
 
 
 @pytest.fixture(scope="session")

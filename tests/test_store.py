@@ -155,7 +155,7 @@ def test_unknown_store_url():
 
 
 def test_redis_stops_mid_write_and_recovers(tmp_path):
-    from optimem.store.local_redis import RedisServer
+    from local_redis import RedisServer
 
     server = RedisServer(persist=True).start()
     try:

@@ -4,6 +4,7 @@
 `redis://host:port/db?prefix=optimem&ttl=SECONDS` (shared). Both implement `Store`.
 """
 
-from optimem.store.base import StoredPage, StoredTurn, Store, cache_key, check_session, open_store
+from optimem.store.base import StoredPage, StoredTurn, Store, cache_key, check_session
+from optimem.store.urls import open_store
 
 __all__ = ["Store", "StoredPage", "StoredTurn", "cache_key", "check_session", "open_store"]

@@ -77,25 +77,3 @@ class Store(Protocol):
     def stats(self, session: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
-
-def open_store(url: str | None = None) -> Store:
-    """A store from its URL: `sqlite:///path.db`, `sqlite://` (in memory), `redis://host:port/db?prefix=..&ttl=..`.
-
-    Default (None): the SQLite file `~/.local/share/optimem/optimem.db`.
-    """
-    if url is None:
-        import os
-
-        base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-        path = os.path.join(base, "optimem", "optimem.db")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        url = f"sqlite:///{path}"
-    if url.startswith("sqlite:"):
-        from optimem.store.sqlite import SQLiteStore
-
-        return SQLiteStore(url)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from optimem.store.redis import RedisStore
-
-        return RedisStore(url)
-    raise ConfigError(f"unknown store URL {url!r}: use sqlite:///path.db, sqlite:// or redis://host:port/db")
