@@ -19,10 +19,12 @@ def default_url() -> str:
     return f"sqlite:///{path}"
 
 
-def open_store(url: str | None = None) -> Store:
+def open_store(url: str | None = None, *, create: bool = True) -> Store:
     """A store from its URL: `sqlite:///path.db`, `sqlite://` (in memory), `redis://host:port/db?prefix=..&ttl=..`.
 
-    Default (None): the SQLite file `~/.local/share/optimem/optimem.db`.
+    Default (None): the SQLite file `~/.local/share/optimem/optimem.db`. With `create=False` (read-only
+    callers such as `optimem stats`) a SQLite file that does not exist is a `StoreError` rather than a
+    new empty database.
     """
     if url is None:
         url = default_url()
@@ -30,6 +32,12 @@ def open_store(url: str | None = None) -> Store:
         raise ConfigError(f"a store URL is a string, not {type(url).__name__}")
     if url.startswith("sqlite:"):
         from optimem.store.sqlite import SQLiteStore
+
+        path = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
+        if not create and path not in ("", ":memory:") and not os.path.isfile(path):
+            from optimem.errors import StoreError
+
+            raise StoreError(f"no store at {url}: {os.path.abspath(path)} does not exist; check the path")
 
         return SQLiteStore(url)
     if url.startswith(("redis://", "rediss://", "unix://")):
