@@ -142,9 +142,6 @@ class Style:
     def cell(self, ch: str) -> Cell:
         return self._cells[ch]
 
-    def advance(self, ch: str) -> int:
-        return self.widths[ch]
-
     def _make_cell(self, ch: str) -> Cell:
         h = self.line_height
         if ch == " ":

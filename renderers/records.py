@@ -118,9 +118,6 @@ class Page:
     def content_hash(self) -> str:
         return hashlib.sha256(self._png).hexdigest()
 
-    def turns(self) -> tuple[int, ...]:
-        return tuple(s.turn for s in self.spans)
-
 
 def png_bytes(image: Image.Image) -> bytes:
     """Deterministic PNG bytes: no metadata chunks, fixed compression."""

@@ -1,4 +1,4 @@
-"""Text normalisation and line-break units.
+"""Text normalisation and the line-break unit pattern.
 
 Every character of a turn's *normalised* content is laid out on some page, and page spans are
 character ranges of that normalised text. Normalisation rules (each tested):
@@ -80,23 +80,3 @@ CJK_RUN = re.compile(f"[{_CJK}]")
 CLOSING = set("，。、．：；！？）］｝〕〉》」』】〙〗〟’”｠»‥…ー々ゝゞヽヾぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮヵヶ.,;:!?)]}%")
 OPENING = set("（［｛〔〈《「『【〘〖〝‘“｟«([{")
 
-
-def break_units(line: str) -> list[str]:
-    """Split one line (no newline inside) into units a line may break between, kinsoku applied."""
-    raw = _UNIT.findall(line)
-    units: list[str] = []
-    carry = ""
-    for u in raw:
-        if carry:
-            u = carry + u
-            carry = ""
-        if units and u[0] in CLOSING and not units[-1].endswith(" "):
-            units[-1] += u
-            continue
-        if len(u) == 1 and u in OPENING:
-            carry = u
-            continue
-        units.append(u)
-    if carry:
-        units.append(carry)
-    return units
