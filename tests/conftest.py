@@ -17,10 +17,24 @@ def redis_server():
     server.cleanup()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A Redis Cluster (3 masters + 3 replicas) on loopback for the whole run; see tests/redis_cluster.py."""
+    from redis_cluster import start_cluster_or_skip  # tests/redis_cluster.py
+
+    cluster = start_cluster_or_skip()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
 def store_url(request, tmp_path):
-    """A fresh store URL of each kind: a SQLite file, and a unique prefix on the shared redis-server."""
+    """A fresh store URL of each kind: a SQLite file, and a unique prefix on the shared redis-server and on
+    the shared Redis Cluster."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        return f"{cluster.url}?prefix=t{abs(hash(request.node.nodeid)) % 10**9}"
     server = request.getfixturevalue("redis_server")
     return f"{server.url}?prefix=t{abs(hash(request.node.nodeid)) % 10**9}"

@@ -44,4 +44,8 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
         from optimem.store.redis import RedisStore
 
         return RedisStore(url)
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from optimem.store.redis_cluster import RedisClusterStore
+
+        return RedisClusterStore(url)
     raise ConfigError(f"unknown store URL {url!r}: use sqlite:///path.db, sqlite:// or redis://host:port/db")

@@ -1,0 +1,264 @@
+"""The Redis store on Redis Cluster: `redis+cluster://host:port,host:port/?prefix=..&ttl=..&durable=1`.
+
+Everything `RedisStore` does works unchanged, because every key of a session carries the session as
+its hash tag (`{prefix}:{<session>}:<kind>`): one session lives in one slot, so its Lua scripts and
+MULTI/EXEC transactions only ever name keys of one slot, and redis-py's cluster client routes them to
+the master that owns it (it refuses a cross-slot script or transaction instead of splitting it).
+What differs on a cluster, and lives here:
+
+- Topology changes. MOVED/ASK redirects during resharding are followed inside redis-py. A failover
+  (a master dies, its replica is promoted after `cluster-node-timeout`) shows up as refused
+  connections and CLUSTERDOWN for a few seconds; calls are retried with backoff and a topology refresh
+  for up to `retry_s` seconds (URL parameter, default 15). A write whose outcome is unknown (the
+  connection broke after the command was sent) is retried only when it is idempotent; an append is
+  not, so it raises `StoreError` saying it may have been applied, rather than risk storing a turn
+  twice.
+- Durability. Replication is asynchronous: a write acknowledged by a master that dies before its
+  replica received it is lost. With `durable=N` every write returns only after N replicas
+  acknowledged it (Redis `WAIT`), and raises `StoreError` when they do not within `wait_ms`
+  (default 2000). `WAIT` counts the writes of the connection it is sent on, and redis-py's pool hands
+  each command any connection, so after the write itself one round trip sends, on one connection to
+  the slot's master, a marker write to the session's slot (`...:{session}:sync`, expires after
+  `wait_ms`) followed by `WAIT`: replication is in order, so the replicas holding the marker also
+  hold every earlier write of that slot.
+- Listing sessions. SCAN runs on every primary; the MATCH pattern escapes the prefix, and every key
+  returned is also checked against the exact key shape, so a prefix can never widen the listing.
+  Keys that move between masters while the listing runs can be missed or seen twice (deduplicated).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlencode, urlparse
+
+from optimem.errors import ConfigError, StoreError
+from optimem.store.base import check_session
+from optimem.store.redis import RedisStore
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("redis+cluster", "rediss+cluster")
+# Writes of RedisStore (and of what may be added to it): with durable=N each is followed by WAIT.
+_WRITES = ("append_turns", "set_pinned", "put_pages", "set_floors", "set_meta", "put_cache", "delete_cache",
+           "delete_session", "forget_document", "put_document_pages", "seal_pages")
+_OWN_PARAMS = ("durable", "wait_ms", "retry_s")
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+def parse_cluster_url(url: str) -> dict[str, Any]:
+    """Seeds, credentials and options of a `redis+cluster://` URL; raises ConfigError on anything malformed."""
+    parsed = urlparse(url)
+    if parsed.scheme not in SCHEMES:
+        raise ConfigError(f"not a Redis Cluster URL {url!r}: use redis+cluster://host:port,host:port/?prefix=..")
+    netloc = parsed.netloc
+    username = password = None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        username, _, password = userinfo.partition(":")
+        username = username or None
+        password = password or None
+    seeds = []
+    for part in netloc.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"Redis Cluster URL {url!r}: seed {part!r} is not host:port")
+        seeds.append((host.strip("[]"), int(port)))
+    if parsed.path not in ("", "/", "/0"):
+        raise ConfigError(f"Redis Cluster URL {url!r}: a cluster has only database 0; drop {parsed.path!r}")
+    query = parse_qs(parsed.query, keep_blank_values=True)
+    opts: dict[str, Any] = {"seeds": seeds, "username": username, "password": password,
+                            "ssl": parsed.scheme == "rediss+cluster"}
+    try:
+        opts["durable"] = int(query.pop("durable", ["0"])[0])
+        opts["wait_ms"] = int(query.pop("wait_ms", ["2000"])[0])
+        opts["retry_s"] = float(query.pop("retry_s", ["15"])[0])
+    except ValueError:
+        raise ConfigError(f"Redis Cluster URL {url!r}: durable and wait_ms are integers, retry_s a number") from None
+    if opts["durable"] < 0 or opts["wait_ms"] <= 0 or opts["retry_s"] < 0:
+        raise ConfigError(f"Redis Cluster URL {url!r}: durable >= 0, wait_ms > 0 and retry_s >= 0")
+    # what is left (prefix, ttl) is RedisStore's to read
+    opts["store_query"] = urlencode({k: v[-1] for k, v in query.items()})
+    return opts
+
+
+class RedisClusterStore(RedisStore):
+    """`RedisStore` through redis-py's `RedisCluster` client; see the module docstring for what differs."""
+
+    def __init__(self, url: str, *, client: Any = None) -> None:
+        import redis
+        from redis.cluster import ClusterNode, RedisCluster
+
+        opts = parse_cluster_url(url)
+        self.durable: int = opts["durable"]
+        self.wait_ms: int = opts["wait_ms"]
+        self.retry_s: float = opts["retry_s"]
+        self._local = threading.local()
+        if client is None:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            try:
+                # No retries inside redis-py: it would resend a command whose connection broke after it
+                # was sent, and an append resent that way can be stored twice. `_call` retries instead,
+                # knowing which calls are safe to repeat. MOVED/ASK/TRYAGAIN are still followed inside.
+                client = RedisCluster(
+                    startup_nodes=[ClusterNode(h, p) for h, p in opts["seeds"]],
+                    username=opts["username"], password=opts["password"], ssl=opts["ssl"],
+                    retry=Retry(NoBackoff(), 0), require_full_coverage=True,
+                    socket_timeout=10, socket_connect_timeout=2, health_check_interval=30)
+            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+                raise StoreError(f"cannot reach Redis Cluster at {opts['seeds']}: {exc}") from exc
+        parsed = urlparse(url)
+        store_url = parsed._replace(query=opts["store_query"]).geturl()
+        super().__init__(store_url, client=client)
+        self.url = url
+        self._node_clients: dict[tuple[str, int], Any] = {}
+        self._node_lock = threading.Lock()
+        from redis.exceptions import (ClusterDownError, ConnectionError, MasterDownError, RedisClusterException,
+                                      RedisError, SlotNotCoveredError, TimeoutError, TryAgainError)
+
+        self._errors_all = (RedisError, RedisClusterException)
+        # the command was not carried out: safe to send again whatever it was
+        self._not_applied = (ClusterDownError, SlotNotCoveredError, TryAgainError, MasterDownError)
+        self._maybe_applied = (ConnectionError, TimeoutError)
+
+    # -- retries ----------------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.05
+        while True:
+            try:
+                return fn()
+            except self._errors_all as exc:
+                retry = isinstance(exc, self._not_applied) or (
+                    isinstance(exc, self._maybe_applied)
+                    and (self._idempotent() or self._refused_before_sending(exc)))
+                if retry and time.monotonic() + delay < deadline:
+                    log.info("Redis Cluster call failed (%s); refreshing the topology and retrying", exc)
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 1.0)
+                    self._refresh()
+                    continue
+                if isinstance(exc, self._maybe_applied) and not self._idempotent():
+                    raise StoreError(
+                        f"Redis Cluster call failed ({self.url}): {exc}; the connection broke after the "
+                        "write was sent, so it may have been applied: read the session back before writing "
+                        "it again") from exc
+                raise StoreError(f"Redis Cluster call failed ({self.url}): {exc}; nothing was half-written "
+                                 f"(retried for up to {self.retry_s:g} s)") from exc
+
+    @staticmethod
+    def _refused_before_sending(exc: Exception) -> bool:
+        # redis-py words a failure to connect "Error N connecting to host:port": nothing was sent then
+        return "connecting to" in str(exc)
+
+    def _idempotent(self) -> bool:
+        return not getattr(self._local, "not_idempotent", False)
+
+    def _refresh(self) -> None:
+        try:
+            self.client.nodes_manager.initialize()
+        except Exception as exc:  # noqa: BLE001 - no node answered yet; the next attempt tries again
+            log.debug("topology refresh failed: %s", exc)
+
+    def append_turns(self, session: str, turns: list[dict[str, Any]]) -> list[int]:
+        # an append resent after a broken connection could store the turns twice, unless each carries
+        # its own id (then the store's script makes the resend a no-op)
+        keyed = bool(turns) and all(isinstance(t, dict) and t.get("id") is not None for t in turns)
+
+        def write() -> list[int]:
+            self._local.not_idempotent = not keyed
+            try:
+                return super(RedisClusterStore, self).append_turns(session, turns)
+            finally:
+                self._local.not_idempotent = False
+
+        return self._durably(session, write)
+
+    # -- durability -------------------------------------------------------------------------------
+    def _durably(self, session: str, write: Callable[[], Any]) -> Any:
+        result = write()
+        if self.durable:
+            self._wait_replicas(session)
+        return result
+
+    def _node_client(self, host: str, port: int) -> Any:
+        import redis
+
+        with self._node_lock:
+            c = self._node_clients.get((host, port))
+            if c is None:
+                kw = self.client.nodes_manager.connection_kwargs
+                c = redis.Redis(host=host, port=port, username=kw.get("username"), password=kw.get("password"),
+                                ssl=kw.get("ssl", False), socket_timeout=(self.wait_ms / 1000) + 10,
+                                socket_connect_timeout=2)
+                self._node_clients[(host, port)] = c
+            return c
+
+    def _wait_replicas(self, session: str) -> None:
+        import redis
+
+        marker = f"{self.prefix}:{{{check_session(session)}}}:sync"
+
+        def op() -> int:
+            node = self.client.get_node_from_key(marker)
+            pipe = self._node_client(node.host, node.port).pipeline(transaction=False)
+            pipe.set(marker, b"1", px=self.wait_ms)
+            pipe.wait(self.durable, self.wait_ms)
+            try:
+                return int(pipe.execute()[1])
+            except redis.exceptions.ResponseError as exc:
+                if str(exc).startswith(("MOVED", "ASK")):  # the slot moved since the write: follow it
+                    raise redis.exceptions.TryAgainError(str(exc)) from exc
+                raise
+
+        acked = self._call(op)
+        if acked < self.durable:
+            raise StoreError(
+                f"the write to session {session!r} was applied on its master but only {acked} of {self.durable} "
+                f"replicas confirmed it within {self.wait_ms} ms; it is lost if that master fails now. Check the "
+                "replicas (INFO replication), or raise wait_ms")
+
+    # -- listing ----------------------------------------------------------------------------------
+    def list_sessions(self) -> list[str]:
+        pattern = _glob_escape(self.prefix) + ":{*}:meta"
+        shape = re.compile(re.escape(self.prefix) + r":\{([A-Za-z0-9._-]{1,128})\}:meta")
+
+        def op() -> set[str]:
+            found: set[str] = set()
+            for node in self.client.get_primaries():
+                for k in self.client.get_redis_connection(node).scan_iter(match=pattern, count=1000, _type="string"):
+                    m = shape.fullmatch(k.decode() if isinstance(k, bytes) else k)
+                    if m:
+                        found.add(m.group(1))
+            return found
+
+        return sorted(self._call(op))
+
+    def close(self) -> None:
+        for c in self._node_clients.values():
+            c.close()
+        super().close()
+
+
+def _durable_write(name: str) -> Callable:
+    def method(self: RedisClusterStore, session: str, *args: Any, **kwargs: Any) -> Any:
+        parent = getattr(super(RedisClusterStore, self), name)
+        return self._durably(session, lambda: parent(session, *args, **kwargs))
+
+    method.__name__ = name
+    method.__doc__ = f"`RedisStore.{name}`, followed by WAIT for `durable` replicas when the URL asks for it."
+    return method
+
+
+for _name in _WRITES:
+    if _name != "append_turns" and hasattr(RedisStore, _name):
+        setattr(RedisClusterStore, _name, _durable_write(_name))
