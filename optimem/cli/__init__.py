@@ -29,11 +29,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from optimem import __version__
+    from optimem.cli.common import HelpFormatter
+
     parser = argparse.ArgumentParser(
         prog="optimem",
         description="Long memory for chat agents through optical context compression.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"optimem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         try:
@@ -42,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != module_name:
                 raise
             continue  # subcommand not built yet
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -51,11 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    before = set(logging.getLogger().handlers)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # The level goes on our handler too: some libraries set their own logger to DEBUG (bm25s does, on
+    # import), and a record passes its own logger's level, not the root's, on its way to the handler.
+    for handler in set(logging.getLogger().handlers) - before:
+        handler.setLevel(level)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
@@ -63,13 +70,23 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args._run(args) or 0)
-    except (OptimemError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except (OptimemError, ValueError) as exc:
         # User errors: one clear line, no traceback. `renderers` and `policies` raise ValueError
         # subclasses because they may not import optimem.
-        print(f"optimem {args.command}: error: {exc}", file=sys.stderr)
+        print(f"optimem {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `optimem ... | head`: the reader left; nothing to report
+        return 141
+    except OSError as exc:  # a path that cannot be read or written: say which and why, in one line
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"optimem {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,24 +6,28 @@ from __future__ import annotations
 import argparse
 import sys
 
+from optimem.cli import common
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="DeepSeek-OCR checkpoint directory (official layout)")
-    p.add_argument("--session", default="chat")
+    p.add_argument("--session", default="chat", help="the conversation to continue or start")
     p.add_argument("--store", default=None, help="store URL (default: SQLite file in ~/.local/share/optimem)")
-    p.add_argument("--budget", type=int, default=8192)
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
+    p.add_argument("--budget", type=common.int_at_least(1, "--budget"), default=8192, help="context budget in tokens")
+    p.add_argument("--max-new-tokens", type=common.int_at_least(1, "--max-new-tokens"), default=512,
+                   help="longest reply in tokens")
+    p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cuda when available)")
+    p.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--compile", action="store_true",
                    help="CUDA: encode pages through the compiled encoder (model.compile; ~35-50 s of compile per tier)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from optimem.backends import DeepseekOCRBackend
     from optimem.memory import OpticalMemory
+    from optimem.progress import stderr_console
 
-    backend = DeepseekOCRBackend.from_pretrained(args.model, device=args.device, dtype=args.dtype, compile=args.compile)
+    console = stderr_console()
+    backend = common.load_backend(args.model, console, device=args.device, dtype=args.dtype, compile=args.compile)
     mem = OpticalMemory(args.session, args.store, backend=backend)
     print(f"session {args.session}: {mem.store.count_turns(args.session)} turns remembered; empty line to quit",
           file=sys.stderr)
@@ -34,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
             break
         if not line:
             break
-        print(mem.chat(line, budget=args.budget, max_new_tokens=args.max_new_tokens))
+        print(common.with_model_progress(console, backend, lambda: mem.chat(
+            line, budget=args.budget, max_new_tokens=args.max_new_tokens)))
     return 0

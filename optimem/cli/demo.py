@@ -13,13 +13,21 @@ import sys
 import time
 from pathlib import Path
 
+from optimem.cli import common
+
+
+# the files this command writes into --out; a re-run removes these first (and nothing else)
+DEMO_FILES = (r"demo\.db(-wal|-shm|-journal)?", r"contact_sheet\.png")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--budget", type=int, default=8192, help="context budget in tokens (default 8192)")
-    p.add_argument("--out", default="optimem-demo", help="output folder (default ./optimem-demo)")
-    p.add_argument("--input", default=None, help="a transcript instead of the bundled conversation")
-    p.add_argument("--limit", type=int, default=None, help="feed only the first N turns")
-    p.add_argument("--checkpoints", type=int, default=4, help="model calls shown in the table")
+    p.add_argument("--budget", type=common.int_at_least(1, "--budget"), default=8192, help="context budget in tokens")
+    p.add_argument("--out", default="optimem-demo", help="output folder (created; the files of an earlier demo "
+                                                        "there are replaced, other files are left alone)")
+    p.add_argument("--input", default=None, help="a transcript (.jsonl / .json) instead of the bundled conversation")
+    p.add_argument("--limit", type=common.int_at_least(1, "--limit"), default=None, help="feed only the first N turns")
+    p.add_argument("--checkpoints", type=common.int_at_least(1, "--checkpoints"), default=4,
+                   help="model calls shown in the table")
     p.add_argument("--model", default=None, help="a DeepSeek-OCR checkpoint dir: also answer a question natively")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
 
@@ -32,18 +40,17 @@ def _bundled() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from optimem.memory import OpticalMemory
+    from optimem.progress import progress_bar
     from renderers import load_transcript
 
     console = Console(stderr=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    db = out / "demo.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # before any work
+        common.output_dir(args.out, DEMO_FILES)
     turns = load_transcript(args.input or _bundled())
+    out, _ = common.output_dir(args.out, DEMO_FILES)
+    db = out / "demo.db"
     if args.limit:
         turns = turns[: args.limit]
     backend = None
@@ -57,9 +64,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoints = sorted({max(1, round(n * (i + 1) / k)) for i in range(k)})
     rows = []
     t_start = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} turns"),
-                  TimeElapsedColumn(), console=console, disable=args.json) as progress:
-        task = progress.add_task("feeding turns", total=n)
+    with progress_bar(console=console) as progress:
+        task = progress.add_task("feeding turns", total=n, unit="turns")
         for i, turn in enumerate(turns, start=1):
             mem.add(turn.role, turn.content, dict(turn.metadata))
             sealed = mem.sync()
@@ -133,7 +139,8 @@ def contact_sheet(mem, ctx, path: Path, cell: int = 256, cols: int = 8) -> None:
 
     from PIL import Image, ImageDraw
 
-    from renderers import TIERS, derive_tier
+    ladder = mem.backend.ladder  # the backend's own tiers (names, view sizes)
+    largest = max(v.size for v in ladder.views)
 
     tiers = dict(ctx.plan.page_tiers)
     pages = mem.store.get_pages(mem.session)
@@ -147,9 +154,9 @@ def contact_sheet(mem, ctx, path: Path, cell: int = 256, cols: int = 8) -> None:
     for i, p in enumerate(pages):
         x, y = (i % cols) * cell, (i // cols) * (cell + label_h)
         tier = tiers.get(p.index)
-        if tier in TIERS:
-            img = derive_tier(Image.open(io.BytesIO(p.png)), tier)
-            side = max(int(cell * TIERS[tier].size / 1280), 8)
+        if tier in ladder.names:
+            img = ladder.view(Image.open(io.BytesIO(p.png)), tier)
+            side = max(int(cell * ladder.spec(tier).size / largest), 8)
             thumb = img.resize((side, side), Image.Resampling.LANCZOS)
             sheet.paste(thumb, (x + (cell - side) // 2, y + (cell - side) // 2))
         else:

@@ -1,34 +1,59 @@
-"""`optimem plan INPUT --budget N [--recent K] [--json]`: the decay plan for a transcript."""
+"""`optimem plan INPUT --budget N [--recent K] [--json]`: the decay plan for a transcript.
+
+A large transcript takes seconds to lay out and count: a progress bar on stderr shows pages laid out
+(count, pages/s) and then turns counted."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from optimem.cli import common
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="transcript (.jsonl or .json)")
-    p.add_argument("--budget", type=int, required=True, help="context budget in tokens")
-    p.add_argument("--recent", type=int, default=6, help="most recent turns kept as text (default 6)")
-    p.add_argument("--reserve", type=int, default=0, help="tokens reserved for the reply and system prompt")
+    p.add_argument("input", help="transcript: .jsonl (one {\"role\", \"content\"} per line) or .json (a list of them)")
+    p.add_argument("--budget", type=common.int_at_least(1, "--budget"), required=True, help="context budget in tokens")
+    p.add_argument("--recent", type=common.int_at_least(1, "--recent"), default=6, help="most recent turns kept as text")
+    p.add_argument("--reserve", type=common.int_at_least(0, "--reserve"), default=0,
+                   help="tokens reserved for the reply and system prompt")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON document")
 
 
 def run(args: argparse.Namespace) -> int:
     from optimem.errors import InputError
-    from optimem.planning import page_records, turn_records
-    from policies import DEEPSEEK_OCR_V1, Policy, plan
-    from renderers import load_input, normalize_text, paginate
+    from optimem.ladders import DEEPSEEK_OCR_V1
+    from optimem.records import page_infos, turn_infos
+    from optimem.progress import progress_bar
+    from policies import Policy, plan
+    from renderers import PageLayout, Paginator, load_input, normalize_text
+    from renderers.layout import page_spans
+    from renderers.tokens import count_tokens_batch
 
     turns = load_input(args.input)
     if isinstance(turns, str):
         raise InputError(f"{args.input} is a document; `optimem plan` takes a transcript (.jsonl or .json)")
-    layouts = paginate(turns)
-    sealed = [p for p in layouts if p.full]  # the last, unfilled page is still open: its turns stay text
-    records = turn_records([normalize_text(t.content) for t in turns])
-    result = plan(records, page_records(sealed), args.budget, DEEPSEEK_OCR_V1,
-                  Policy(recent_turns=args.recent, reserve_tokens=args.reserve))
+    policy = Policy(recent_turns=args.recent, reserve_tokens=args.reserve)
+    with progress_bar() as bar:
+        # `renderers.paginate`, one page at a time so the bar can follow it
+        task = bar.add_task(f"lay out {Path(args.input).name}", total=max(sum(len(t.content) for t in turns), 1),
+                            unit="pages", items=0)
+        layouts = []
+        for i, (lines, full, contents) in enumerate(Paginator().iter_page_lines(turns, (0, 0))):
+            layouts.append(PageLayout(i, page_spans(lines, contents), "\n".join(line.text for line in lines), full))
+            bar.update(task, advance=layouts[-1].chars, items=len(layouts))
+        bar.update(task, completed=bar.tasks[task].total)
+        sealed = [p for p in layouts if p.full]  # the last, unfilled page is still open: its turns stay text
+        texts = [normalize_text(t.content) for t in turns] + [p.text for p in sealed]
+        count = bar.add_task("count tokens", total=len(texts), unit="texts")
+        tokens: list[int] = []
+        for start in range(0, len(texts), 256):
+            tokens += count_tokens_batch(texts[start:start + 256])
+            bar.update(count, completed=len(tokens))
+    records = turn_infos(texts[: len(turns)], tokens=tokens[: len(turns)])
+    result = plan(records, page_infos(sealed), args.budget, DEEPSEEK_OCR_V1.costs, policy)
     if args.json:
         json.dump(result.to_json(), sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")

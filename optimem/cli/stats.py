@@ -1,10 +1,15 @@
-"""`optimem stats --store URL [--session S] [--json]`: what a store holds."""
+"""`optimem stats [--store URL] [--session S] [--json]`: what a store holds.
+
+Read-only: a store that does not exist (a typo in the URL, or nothing stored yet) and a session the store
+does not hold are errors, never created."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+from optimem.cli import common
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,14 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from optimem.store import open_store
-
-    store = open_store(args.store)
+    store = common.open_existing_store(args.store)
+    if args.session:
+        common.check_session_exists(store, args.session)
     sessions = [args.session] if args.session else store.list_sessions()
-    rows = []
-    for s in sessions:
-        st = store.stats(s)
-        rows.append(st)
+    rows = [store.stats(s) for s in sessions]
     if args.json:
         json.dump({"store": store.url, "sessions": rows}, sys.stdout)
         sys.stdout.write("\n")
@@ -29,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    if not rows:
+        print(f"store {store.url} holds no session yet")
+        return 0
     table = Table(title=f"optimem store {store.url}")
     for col in ("session", "turns", "pages", "page text tokens", "pages by floor", "cache entries", "cache MB"):
         table.add_column(col)

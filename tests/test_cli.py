@@ -1,0 +1,158 @@
+"""The `optimem` command as a user runs it: one-line errors (no tracebacks), output folders, progress on
+stderr only, read-only commands that never create a store, `ask` output, `--version`, `--help`.
+
+Most tests call `optimem.cli.main` in-process (fast); a few run the real console script through
+`python -m optimem` to see exactly what a user sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optimem.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "optimem" / "data" / "example_chat.jsonl"
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `optimem ARGV` in-process; (exit status, stdout, stderr). argparse exits via SystemExit."""
+    try:
+        rc = main(list(argv))
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def run(*argv: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """The console script in a fresh process, as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "optimem", *argv], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def one_line_error(err: str, *must: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, err
+    for m in must:
+        assert m in lines[0], (m, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def chat(tmp_path) -> Path:
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(t) for t in [
+        {"role": "user", "content": "My booking reference is QX7-4431Z."},
+        {"role": "assistant", "content": "Noted: QX7-4431Z."},
+    ]) + "\n")
+    return path
+
+
+# -- --version, --help -------------------------------------------------------------------------------
+def test_version(capsys):
+    from optimem import __version__
+
+    rc, out, _ = cli(capsys, "--version")
+    assert rc == 0 and out.strip() == f"optimem {__version__}"
+
+
+def test_help_shows_defaults_and_every_argument_has_help(capsys):
+    rc, out, _ = cli(capsys, "render", "--help")
+    assert rc == 0 and "(default: large)" in out
+    rc, out, _ = cli(capsys, "ask", "--help")
+    assert "(default: 4096)" in out and "(default: 8)" in out
+    rc, out, _ = cli(capsys, "plan", "--help")
+    assert "(default: 6)" in out
+    rc, out, _ = cli(capsys, "ingest", "--help")
+    assert ".pdf" in out.split("positional arguments:")[1].split("options:")[0]  # FILE has help
+    # every option and positional of every subcommand says what it is
+    from optimem.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, sub in subs.choices.items():
+        if name == "bench":
+            continue  # benchmark options belong to each benchmark module
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"optimem {name}: {action.dest} has no help"
+
+
+# -- render ------------------------------------------------------------------------------------------
+def test_render_out_that_is_a_file_is_a_one_line_error(chat, tmp_path):
+    target = tmp_path / "pages.png"
+    target.write_bytes(b"not a folder")
+    res = run("render", str(chat), "--out", str(target))
+    assert res.returncode == 2
+    one_line_error(res.stderr, "--out", "is an existing file")
+    assert target.read_bytes() == b"not a folder"
+
+
+def test_render_replaces_pages_of_an_earlier_run_and_keeps_other_files(capsys, chat, tmp_path):
+    out = tmp_path / "pages"
+    out.mkdir()
+    (out / "page-0007-large.png").write_bytes(b"stale")  # an earlier, longer render
+    (out / "notes.txt").write_text("mine")
+    rc, stdout, err = cli(capsys, "render", str(chat), "--out", str(out), "--tier", "small", "--json")
+    assert rc == 0
+    pages = json.loads(stdout)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "page-0000-small.png"]
+    assert [Path(p["path"]).name for p in pages] == ["page-0000-small.png"]
+    assert "removed 1 page" in err
+
+
+def test_render_ratio_is_honest_when_images_cost_more(capsys, chat, tmp_path):
+    rc, out, _ = cli(capsys, "render", str(chat), "--out", str(tmp_path / "p"))
+    assert rc == 0
+    ratio = out.split("(")[-1].split(")")[0]
+    assert ratio.endswith("x") and 0 < float(ratio[:-1]) < 1, out  # e.g. "0.05x", never "0.0x"
+
+
+def test_render_progress_goes_to_stderr_and_json_stays_clean(tmp_path):
+    res = run("render", str(BUNDLED), "--out", str(tmp_path / "p"), "--tier", "tiny", "--json",
+              env={"TTY_COMPATIBLE": "1", "COLUMNS": "160"})
+    assert res.returncode == 0, res.stderr
+    pages = json.loads(res.stdout)  # stdout is exactly one JSON document
+    assert len(pages) > 20
+    assert "pages/s" in res.stderr and f"{len(pages)} pages" in res.stderr  # count and rate
+    assert "Traceback" not in res.stderr
+
+
+def test_render_bad_inputs_are_one_line(capsys, tmp_path):
+    rc, _, err = cli(capsys, "render", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o"))
+    assert rc == 2 and one_line_error(err, "not found")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"role": "user", "content": "ok"}\n{nope\n')
+    rc, _, err = cli(capsys, "render", str(bad), "--out", str(tmp_path / "o"))
+    assert rc == 2 and one_line_error(err, "line 2")
+    rc, _, err = cli(capsys, "render", str(bad), "--out", str(tmp_path / "o"), "--font-px", "0")
+    assert rc == 2 and "--font-px: must be at least 4, got 0" in err and "Traceback" not in err
+
+
+# -- demo --------------------------------------------------------------------------------------------
+def test_demo_out_that_is_a_file_is_a_one_line_error(tmp_path):
+    target = tmp_path / "demo-out"
+    target.write_text("x")
+    res = run("demo", "--out", str(target), "--limit", "2")
+    assert res.returncode == 2
+    one_line_error(res.stderr, "--out", "is an existing file")
+
+
+def test_demo_reuses_its_folder(capsys, tmp_path):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    for _ in range(2):  # the second run replaces the first run's store and sheet
+        rc, stdout, _ = cli(capsys, "demo", "--out", str(out), "--limit", "12", "--json")
+        assert rc == 0
+        doc = json.loads(stdout)
+        assert doc["turns"] == 12
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("demo.db-")) == [
+        "contact_sheet.png", "demo.db", "keep.txt"]
