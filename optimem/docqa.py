@@ -171,7 +171,7 @@ class DocumentMemory:
         planner = Planner(self.backend.ladder, Policy(recent_turns=1, schedule=Schedule("turns", ())))
         planner.extend(turns, pages)
         plan = planner.plan(budget - max_new_tokens)
-        tiers = plan.floors()
+        tiers = plan.tiers()
         chosen = [(order[i][0], tiers[i], order[i][1]) for i in range(len(order)) if tiers.get(i, "dropped") != "dropped"]
         chosen.reverse()
         dropped = [order[i][0] for i in range(len(order)) if tiers.get(i) == "dropped"]

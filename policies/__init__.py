@@ -1,15 +1,16 @@
 """Which tier each page gets: age decay, token budgets, pins. Pure functions over small records (stdlib only).
 
-    from policies import DEEPSEEK_OCR_V1, PageInfo, TurnInfo, plan
-    p = plan(turns, pages, budget=8192, ladder=DEEPSEEK_OCR_V1)
+    from policies import Ladder, PageInfo, TierCost, TurnInfo, plan
+    ladder = Ladder((TierCost("sharp", 400, 0.99), TierCost("blurred", 64, 0.86)))  # a backend's, e.g.
+    p = plan(turns, pages, budget=8192, ladder=ladder)                               # optimem.ladders
     print(p.explain())
 """
 
 from policies.exact import detect_exact
-from policies.ladder import DEEPSEEK_OCR_V1, Ladder, PolicyError, TierCost
-from policies.plan import PageInfo, Plan, Planner, Policy, Schedule, Segment, TurnInfo, plan
+from policies.ladder import Ladder, PolicyError, TierCost
+from policies.plan import Location, Overhead, PageInfo, Plan, Planner, Policy, Schedule, Segment, TurnInfo, plan
 
 __all__ = [
-    "DEEPSEEK_OCR_V1", "Ladder", "PageInfo", "Plan", "Planner", "Policy", "PolicyError", "Schedule",
+    "Ladder", "Location", "Overhead", "PageInfo", "Plan", "Planner", "Policy", "PolicyError", "Schedule",
     "Segment", "TierCost", "TurnInfo", "detect_exact", "plan",
 ]

@@ -1,27 +1,50 @@
 """Planning: which turns stay text, which pages are shown at which tier, which are dropped.
 
+Two kinds of forgetting are kept apart, because they mean different things:
+
+- **Age** (the schedule, and earlier floors) is forgetting proper: persistent and monotone. A plan's
+  `floors()` are the tiers age alone gives each page; a memory stores them, and no later plan (in
+  this process or another) starts a page sharper than its floor. Only age, or an explicit floor of
+  "dropped" (a `forget`), drops a page for good.
+- **Budget** is a squeeze on one call: coarsening and dropping to fit `budget` leave no trace
+  (`tiers()` is this call's view and is never persisted), so a later call with more budget shows
+  the pages again as sharp as their age allows.
+
 What a plan does, in order (each step documented because a user must be able to say why a turn is
 blurred):
 
-1. **Budget.** `available = budget - policy.reserve_tokens` (room for the reply and the system prompt
-   is the caller's to reserve). The plan's `total_tokens` never exceeds `available`.
+1. **Budget.** `available = budget - policy.reserve_tokens - overhead.fixed` (room for the reply and
+   the system prompt is the caller's to reserve; `Overhead` is the backend's prompt template: BOS,
+   the generation prompt, a separator per page, role markers per text turn). Every shown page costs
+   its tier's tokens plus `overhead.per_page`, every text turn its tokens plus `overhead.per_turn`,
+   and `total_tokens` (which includes `overhead.fixed`) never exceeds `budget - reserve_tokens`.
 2. **Text.** The newest turn is always text; then the most recent `recent_turns` turns (also bounded
-   by `recent_tokens` when set, and by `recent_share` of the budget so that pages keep room). Turns that are not on any sealed page yet (the memory's open page)
-   must be text. If the recent turns do not fit, the oldest of them become pages instead: the recent
-   turns that fit win. If the newest turn, or the turns not yet on a page, do not fit at all, or the
-   pinned turns do not fit in what is left, planning raises `PolicyError`: never a silent overflow.
-   Pinned turns are text. Turns flagged *exact* (see `detect_exact`) are text while they fit in
-   `exact_share` of the budget, newest first.
-3. **Pages.** A page is shown when at least one of its turns is not text (a page that straddles the
-   text boundary is shown whole, so its text-side turn appears twice: once blurred, once sharp). Its
-   tier starts from the age schedule (age of its last turn, in turns, tokens or seconds) and its floor
-   (the coarsest tier it reached in an earlier plan: forgetting is monotone). Older pages are never
-   sharper than newer ones.
+   by `recent_tokens` when set, and by `recent_share` of the budget so that pages keep room). Turns
+   that are not on any sealed page yet (the memory's open page) must be text. If the recent turns do
+   not fit, the oldest of them become pages instead: the recent turns that fit win. If the newest
+   turn, or the turns not yet on a page, do not fit at all, or the pinned turns do not fit in what is
+   left, planning raises `PolicyError`: never a silent overflow. Pinned turns are text. Turns flagged
+   *exact* (see `detect_exact`) are text while they fit in `exact_share` of the budget, newest first.
+3. **Age floors.** A page is shown when at least one of its turns is not text. Its age floor is the
+   tier the schedule gives the age of its last turn (in turns, tokens or seconds), or the floor it
+   already carries, whichever is coarser; older pages are never sharper than newer ones.
 4. **Fitting.** While pages cost more than what is left, coarsen: each step moves the oldest pages of
    one tier down one tier (the last step drops them). Steps are taken in order of least value lost per
    token saved, where a page's value at a tier is `text_tokens x fidelity(tier)` from the ladder (the
-   legibility benchmark's measurements, or the paper's). So the plan maximises the text tokens kept
-   times their expected fidelity under the budget, subject to age order, greedily by step.
+   legibility benchmark's measurements, or the paper's).
+5. **Filling.** Budget left over goes back, by the same rule run in reverse (most value gained per
+   token spent first, newest pages first, older never sharper than newer): pages dropped or coarsened
+   in step 4 come back, and with `Policy.fill_budget` (the default) pages are shown sharper than their
+   age floor while the budget holds them; a page dropped by age or `forget` stays dropped.
+   `fill_budget=False` is the paper's fixed decay: a page is never sharper than its age floor.
+
+Segments never overlap: every turn is *held* by exactly one segment (see `Plan.where`). A turn shown
+as text is held by its text segment, even when a shown page also draws it (a page that straddles the
+text boundary is shown whole). Otherwise it is held by the oldest shown segment whose pages draw part
+of it, and only a turn no shown page draws is held by a dropped segment. A page run that draws a text
+turn in its middle (a pin, exact content) is split there into two segments; each page belongs to the
+segment holding the first turn it draws that the run holds, so a segment may hold turns whose ink lies
+on its older neighbour's last page (its `pages` then start after that page, and can be empty).
 
 Plans are cheap: everything is prefix sums and bisections over the pages, plus one pass to emit
 segments; `Planner` keeps its arrays between turns for incremental planning.
@@ -60,12 +83,33 @@ class PageInfo:
     first_turn: int
     last_turn: int
     text_tokens: int
-    floor: str | None = None  # coarsest tier this page reached before ("dropped" included)
+    floor: str | None = None  # the coarsest tier age gave this page before ("dropped" included)
     partial_last: bool = False  # its last turn continues on a later (maybe not yet sealed) page
 
     @property
     def turns(self) -> range:
         return range(self.first_turn, self.last_turn + 1)
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """What the backend's prompt template adds around the plan's items, in the model's tokens.
+
+    `fixed`: once per prompt (BOS, the generation prompt); `per_page`: per shown page (a separator, or a
+    page label for an API model); `per_turn`: per text turn (role markers, separators; an upper bound
+    over roles). The backend supplies the numbers; a policy never names a model.
+    """
+
+    fixed: int = 0
+    per_page: int = 0
+    per_turn: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.fixed, self.per_page, self.per_turn) < 0:
+            raise PolicyError(f"template overhead must be >= 0, got {self}")
+
+
+NO_OVERHEAD = Overhead()
 
 
 @dataclass(frozen=True)
@@ -93,6 +137,7 @@ class Policy:
     reserve_tokens: int = 0
     exact_share: float = 0.25
     recent_share: float = 0.5  # recent turns beyond the newest take at most this share of the budget
+    fill_budget: bool = True  # spare budget shows pages sharper than their age floor (False: fixed decay)
 
     def __post_init__(self) -> None:
         if self.recent_turns < 1:
@@ -109,8 +154,8 @@ class Policy:
 class Segment:
     kind: Literal["text", "page", "dropped"]
     tier: str | None  # None for text
-    tokens: int
-    turns: range
+    tokens: int  # what the segment costs, the template's per-item overhead included
+    turns: range  # the turns this segment holds (never overlapping another segment's)
     pages: range = range(0)
     reason: str = ""
 
@@ -124,19 +169,38 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Location:
+    """Where one turn is in a plan: `kind` and `tier` of the segment holding it (tier None for text),
+    `segment` its index in `Plan.segments`, and `pages`: every page drawing part of the turn that the
+    plan shows or drops, as (page, tier or "dropped"), oldest first."""
+
+    turn: int
+    kind: Literal["text", "page", "dropped"]
+    tier: str | None
+    segment: int
+    pages: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Plan:
     segments: tuple[Segment, ...]
     budget: int
     available: int
-    total_tokens: int
-    text_tokens_represented: int  # tokens of every turn that is text or on a shown page, once each
+    total_tokens: int  # segments' tokens plus `overhead_tokens`
+    text_tokens_represented: int  # tokens of every turn held by a text or page segment, once each
     page_text_tokens: int  # text tokens of the pages shown as images (their headers included)
-    page_tokens: int  # what those pages cost
-    tier_runs: tuple[tuple[int, int, str], ...] = ()  # (first page, stop page, tier or "dropped")
+    page_tokens: int  # what those pages cost (per-page template overhead included)
+    tier_runs: tuple[tuple[int, int, str], ...] = ()  # this call: (first page, stop page, tier or "dropped")
+    age_runs: tuple[tuple[int, int, str], ...] = ()  # age floors coarser than the sharpest tier, same form
+    overhead_tokens: int = 0  # the template's fixed part (BOS, generation prompt)
+    # the planner's page geometry, shared (append-only there), for `where`
+    _firsts: Sequence[int] = field(default=(), repr=False, compare=False)
+    _lasts: Sequence[int] = field(default=(), repr=False, compare=False)
+    _turns: int = field(default=0, repr=False, compare=False)
 
     @property
     def page_tiers(self) -> tuple[tuple[int, str], ...]:
-        """(page index, tier or "dropped") for every page the plan shows or drops, oldest first."""
+        """(page index, tier or "dropped") for every page this call shows or drops, oldest first."""
         return tuple((p, t) for a, b, t in sorted(self.tier_runs) for p in range(a, b))
 
     @property
@@ -148,23 +212,55 @@ class Plan:
         """Text tokens the shown pages hold per token they cost (0 when no page is shown)."""
         return self.page_text_tokens / self.page_tokens if self.page_tokens else 0.0
 
-    def floors(self) -> dict[int, str]:
-        """What the memory persists so the next plan never shows these pages sharper."""
+    def tiers(self) -> dict[int, str]:
+        """This call's tier per shown or dropped page. Per call only: never persist these."""
         return {p: t for a, b, t in self.tier_runs for p in range(a, b)}
+
+    def floors(self) -> dict[int, str]:
+        """What a memory persists so later plans never start these pages sharper: the age floors
+        (coarser than the sharpest tier) of every page, budget squeezes left out."""
+        return {p: t for a, b, t in self.age_runs for p in range(a, b)}
+
+    def where(self, turn: int) -> Location:
+        """Which segment holds `turn`, at which tier, and every shown or dropped page drawing it."""
+        if not 0 <= turn < self._turns:
+            raise PolicyError(f"turn {turn} is not in this plan's transcript of {self._turns} turns")
+        seg = _find_segment(self.segments, turn)
+        if seg is None:  # pragma: no cover - every turn is held by construction
+            raise PolicyError(f"turn {turn} is held by no segment")
+        s = self.segments[seg]
+        pages: list[tuple[int, str]] = []
+        lo, hi = bisect.bisect_left(self._lasts, turn), bisect.bisect_right(self._firsts, turn)
+        if lo < hi:
+            runs = sorted(self.tier_runs)
+            starts = [r[0] for r in runs]
+            for p in range(lo, hi):
+                i = bisect.bisect_right(starts, p) - 1
+                if i >= 0 and runs[i][0] <= p < runs[i][1]:
+                    pages.append((p, runs[i][2]))
+        return Location(turn, s.kind, s.tier if s.kind == "page" else ("dropped" if s.kind == "dropped" else None),
+                        seg, tuple(pages))
 
     def explain(self) -> str:
         lines = []
         for s in self.segments:
-            span = f"turn {s.turns.start}" if len(s.turns) == 1 else f"turns {s.turns.start}-{s.turns.stop - 1}"
+            if not s.turns:
+                span = f"continues turn {s.turns.start - 1}"
+            elif len(s.turns) == 1:
+                span = f"turn {s.turns.start}"
+            else:
+                span = f"turns {s.turns.start}-{s.turns.stop - 1}"
             if s.kind == "text":
                 lines.append(f"{span}: raw text, {s.tokens} tokens ({s.reason})")
             else:
                 n = len(s.pages)
-                pages = f"page {s.pages.start}" if n == 1 else f"pages {s.pages.start}-{s.pages.stop - 1}"
+                pages = ("ink on the previous page" if n == 0 else
+                         f"page {s.pages.start}" if n == 1 else f"pages {s.pages.start}-{s.pages.stop - 1}")
                 what = "dropped" if s.kind == "dropped" else f"{s.tier} ({s.tokens} tokens)"
                 lines.append(f"{span} ({pages}): {what}, {s.reason}")
         lines.append(
-            f"total {self.total_tokens}/{self.available} tokens; {self.text_tokens_represented} text tokens "
+            f"total {self.total_tokens}/{self.available + self.overhead_tokens} tokens "
+            f"(template {self.overhead_tokens}); {self.text_tokens_represented} text tokens "
             f"represented; pages {self.page_text_tokens}->{self.page_tokens} ({self.compression:.1f}x)"
         )
         return "\n".join(lines)
@@ -176,6 +272,7 @@ class Plan:
             "text_tokens_represented": self.text_tokens_represented,
             "budget": self.budget,
             "available": self.available,
+            "overhead_tokens": self.overhead_tokens,
             "page_text_tokens": self.page_text_tokens,
             "page_tokens": self.page_tokens,
             "compression": round(self.compression, 3),
@@ -185,15 +282,31 @@ class Plan:
         return json.dumps(self.to_json())
 
 
+def _find_segment(segments: Sequence[Segment], turn: int) -> int | None:
+    # segments are sorted by first held turn; empty ones hold nothing
+    lo, hi = 0, len(segments)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if segments[mid].turns.start <= turn:
+            lo = mid + 1
+        else:
+            hi = mid
+    for i in range(lo - 1, -1, -1):
+        if segments[i].turns:
+            return i if turn in segments[i].turns else None
+    return None
+
+
 class Planner:
     """Holds the per-turn and per-page arrays so that planning after one new turn is cheap.
 
     `plan(...)` (the function) builds one for a single call; a memory keeps one and calls `extend`.
     """
 
-    def __init__(self, ladder: Ladder, policy: Policy | None = None) -> None:
+    def __init__(self, ladder: Ladder, policy: Policy | None = None, overhead: Overhead | None = None) -> None:
         self.ladder = ladder
         self.policy = policy or Policy()
+        self.overhead = overhead or NO_OVERHEAD
         limits = self.policy.schedule.limits
         # a schedule written for a longer ladder keeps its first limits; the coarsest tier takes the rest
         self._limits = limits if len(limits) <= len(ladder.tiers) else limits[: len(ladder.tiers) - 1]
@@ -243,30 +356,34 @@ class Planner:
                 self._floor_idx.extend(-1 if f is None else self.ladder.index(f) for f in floors)
 
     def set_floors(self, floors: dict[int, str]) -> None:
+        """Raise pages' floors (never lowers one; `Plan.floors()` is what to pass)."""
         for i, tier in floors.items():
             self._floor_idx[i] = max(self._floor_idx[i], self.ladder.index(tier))
 
     # -- planning ------------------------------------------------------------------------------
     def plan(self, budget: int, *, now: float | None = None) -> Plan:
-        pol, lad = self.policy, self.ladder
+        pol = self.policy
         if not isinstance(budget, int) or budget < 0:
             raise PolicyError(f"budget must be a non-negative integer, got {budget!r}")
-        available = budget - pol.reserve_tokens
+        fixed = self.overhead.fixed
         n = len(self.turns)
         if n == 0:
-            return Plan((), budget, max(available, 0), 0, 0, 0, 0)
+            return Plan((), budget, max(budget - pol.reserve_tokens, 0), 0, 0, 0, 0)
+        available = budget - pol.reserve_tokens - fixed
         if available <= 0:
-            raise PolicyError(f"budget {budget} leaves no room after reserving {pol.reserve_tokens} tokens")
+            raise PolicyError(f"budget {budget} leaves no room after reserving {pol.reserve_tokens} tokens "
+                              f"and the prompt template's {fixed}")
         if self.pages and self._lasts[-1] >= n:
             raise PolicyError("a page covers a turn that is not in the transcript")
         text = self._choose_text(available)
-        text_tokens = sum(self.turns[i].tokens for i in text)
-        room = available - text_tokens
-        bounds, needed_pre = self._tiers(text, room, now)
-        return self._emit(budget, available, text, text_tokens, bounds, needed_pre)
+        text_cost = sum(self.turns[i].tokens for i in text) + self.overhead.per_turn * len(text)
+        room = available - text_cost
+        bounds, age, needed_pre = self._tiers(text, room, now)
+        return self._emit(budget, available, text, text_cost, bounds, age, needed_pre)
 
     def _choose_text(self, available: int) -> set[int]:
         pol, turns = self.policy, self.turns
+        per_turn = self.overhead.per_turn
         n = len(turns)
         # turns not (wholly) on a sealed page must stay text or they would be lost
         if self.pages:
@@ -275,11 +392,11 @@ class Planner:
         else:
             first_uncovered = 0
         forced = set(range(first_uncovered, n))
-        forced_tokens = sum(turns[i].tokens for i in forced)
-        if turns[-1].tokens > available:
+        forced_tokens = sum(turns[i].tokens for i in forced) + per_turn * len(forced)
+        if turns[-1].tokens + per_turn > available:
             raise PolicyError(
-                f"the newest turn alone needs {turns[-1].tokens} tokens but the budget leaves {available}; "
-                "raise the budget or shorten the message"
+                f"the newest turn alone needs {turns[-1].tokens + per_turn} tokens (template included) but the "
+                f"budget leaves {available}; raise the budget or shorten the message"
             )
         if forced_tokens > available:
             raise PolicyError(
@@ -292,7 +409,7 @@ class Planner:
         for i in range(n - 1, -1, -1):
             if count >= pol.recent_turns:
                 break
-            tok = turns[i].tokens
+            tok = turns[i].tokens + per_turn
             if pol.recent_tokens is not None and count > 0 and used + tok > pol.recent_tokens and i not in forced:
                 break
             if i not in forced:
@@ -303,7 +420,7 @@ class Planner:
                 used += tok
             count += 1
         pinned = [t for t in turns if t.pinned and t.index not in text]
-        pinned_tokens = sum(t.tokens for t in pinned)
+        pinned_tokens = sum(t.tokens for t in pinned) + per_turn * len(pinned)
         if used + pinned_tokens > available:
             raise PolicyError(
                 f"pinned turns need {pinned_tokens} tokens but only {available - used} are left after the "
@@ -314,14 +431,16 @@ class Planner:
         exact_room = pol.exact_share * available
         exact_used = 0
         for t in reversed(turns):
-            if t.exact and t.index not in text and exact_used + t.tokens <= exact_room and used + t.tokens <= available:
+            tok = t.tokens + per_turn
+            if t.exact and t.index not in text and exact_used + tok <= exact_room and used + tok <= available:
                 text.add(t.index)
-                exact_used += t.tokens
-                used += t.tokens
+                exact_used += tok
+                used += tok
         return text
 
-    def _tiers(self, text: set[int], room: int, now: float | None) -> tuple[list[int], list[int]]:
-        """Boundaries b[k] = number of oldest pages at tier k or coarser (b[0] = all pages)."""
+    def _tiers(self, text: set[int], room: int, now: float | None) -> tuple[list[int], list[int], list[int]]:
+        """Boundaries b[k] = number of oldest pages at tier k or coarser (b[0] = all pages), for this
+        call and for age alone."""
         lad, pol = self.ladder, self.policy
         L = len(lad.tiers)
         pages, lasts = self.pages, self._lasts
@@ -364,8 +483,10 @@ class Planner:
             b[k] = max(b[k], newest_with[k] + 1)
         for k in range(L - 1, 0, -1):
             b[k] = max(b[k], b[k + 1])
+        age = list(b)
         # fit the budget: coarsen in order of least value lost per token saved
-        costs = [t.tokens for t in lad.tiers] + [0]
+        per_page = self.overhead.per_page
+        costs = [t.tokens + per_page for t in lad.tiers] + [0]
         fids = list(lad.fidelities()) + [0.0]
         steps = sorted(range(L), key=lambda k: ((fids[k] - fids[k + 1]) / max(costs[k] - costs[k + 1], 1e-9), k))
 
@@ -389,61 +510,122 @@ class Planner:
                 for k in range(1, L + 1):
                     b[k] = n_pages
                 total = 0
+        # fill what is left: the same steps in reverse, most value gained per token spent first, the
+        # newest pages of a tier first. Strict decay stops at the age floors; filling stops only at
+        # pages age (or a forget) dropped for good.
+        if pol.fill_budget:
+            hard = [0] + [age[L]] * L + [0]
+        else:
+            hard = age + [0]
+        changed = True
+        while changed and total < room:
+            changed = False
+            for k in reversed(steps):  # moves pages from tier k+1 (L: dropped) up to tier k
+                spend = costs[k] - costs[k + 1]
+                if spend <= 0 or total + spend > room:
+                    continue
+                lo = max(hard[k + 1], b[k + 2] if k + 2 <= L else 0)
+                if b[k + 1] <= lo:
+                    continue
+                m = (room - total) // spend
+                new = max(bisect.bisect_left(needed_pre, needed_pre[b[k + 1]] - m), lo)
+                moved = needed_pre[b[k + 1]] - needed_pre[new]
+                if new < b[k + 1]:
+                    total += spend * moved
+                    b[k + 1] = new
+                    changed = True
         assert total <= room, "dropping every page always fits"
-        return b, needed_pre
+        return b, age, needed_pre
 
-    def _emit(self, budget: int, available: int, text: set[int], text_tokens: int, b: list[int], needed_pre: list[int]) -> Plan:
-        lad, pages, turns = self.ladder, self.pages, self.turns
+    def _emit(self, budget: int, available: int, text: set[int], text_cost: int, b: list[int],
+              age: list[int], needed_pre: list[int]) -> Plan:
+        lad, turns = self.ladder, self.turns
+        firsts, lasts, pre = self._firsts, self._lasts, self._pre
         L = len(lad.tiers)
+        per_turn = self.overhead.per_turn
         names = list(lad.names) + ["dropped"]
-        costs = [t.tokens for t in lad.tiers] + [0]
+        costs = [t.tokens + self.overhead.per_page for t in lad.tiers] + [0]
         ptext = self._ptext_pre
+        text_sorted = sorted(text)
         items: list[tuple[int, int, Segment]] = []
         page_tiers: list[tuple[int, int, str]] = []
         page_text = page_tokens = 0
-        # oldest first: dropped pages [0, b[L]), then tier k holds pages [b[k+1], b[k])
+        runs: list[tuple[int, int, int]] = []  # (first page, stop page, tier index), oldest first
         for k in range(L, -1, -1):
             lo, hi = (0, b[L]) if k == L else (b[k + 1], b[k])
             for r0, r1 in _needed_runs(needed_pre, lo, hi):
-                first, last = pages[r0], pages[r1 - 1]
-                count = r1 - r0
-                seg = Segment(
-                    "dropped" if k == L else "page", names[k], costs[k] * count,
-                    range(first.first_turn, last.last_turn + 1), range(r0, r1), self._reason(k),
-                )
-                items.append((first.first_turn, 0, seg))
+                runs.append((r0, r1, k))
                 page_tiers.append((r0, r1, names[k]))
                 if k < L:
                     page_text += ptext[r1] - ptext[r0]
-                    page_tokens += costs[k] * count
-        # text runs
-        run: list[int] = []
-        for i in [*sorted(text), -1]:
-            if run and (i == -1 or i != run[-1] + 1):
-                toks = sum(turns[j].tokens for j in run)
-                why = {"pinned" if turns[j].pinned else "exact" if turns[j].exact else "recent" for j in run}
-                items.append((run[0], 1, Segment("text", None, toks, range(run[0], run[-1] + 1), reason=", ".join(sorted(why)))))
-                run = []
-            if i != -1:
-                run.append(i)
-        items.sort(key=lambda x: (x[0], x[1]))
-        total = text_tokens + page_tokens
-        # text tokens represented: every turn that is text or lies on a shown page, counted once
-        intervals = sorted((s.turns.start, s.turns.stop) for _, _, s in items if s.kind != "dropped")
+                    page_tokens += costs[k] * (r1 - r0)
+        runs.sort()
+        # turns held: text first, then the oldest shown page drawing them, then dropped pages
+        first_shown = next((r[0] for r in runs if r[2] < L), None)  # dropped runs all come before it
+        shown_from = firsts[first_shown] if first_shown is not None else 1 << 62
+        claimed = -1
         represented = 0
-        cur_a = cur_b = -1
-        for a, b_ in intervals + [(1 << 62, 1 << 62)]:
-            if a > cur_b:
-                if cur_b > cur_a:
-                    represented += self._pre[cur_b] - self._pre[cur_a]
-                cur_a, cur_b = a, b_
-            else:
-                cur_b = max(cur_b, b_)
+        for r0, r1, k in runs:
+            t0, t1 = max(firsts[r0], claimed + 1), lasts[r1 - 1]
+            if k == L:
+                t1 = min(t1, shown_from - 1)
+            claimed = max(claimed, t1)
+            pieces = _minus(t0, t1, text_sorted)
+            if not pieces:  # its pages only continue turns held elsewhere (text or an older segment)
+                seg = Segment("dropped" if k == L else "page", names[k], costs[k] * (r1 - r0), range(t0, t0),
+                              range(r0, r1), self._reason(k, range(r0, r1), age))
+                items.append((t0, 0, seg))
+                continue
+            # each page goes to the piece holding the first turn it draws that this run holds (a
+            # page drawing none of them stays with the piece before)
+            ends = [z for _, z in pieces]
+            bounds = []  # first page of each piece
+            owner = 0
+            for p in range(r0, r1):
+                j = bisect.bisect_left(ends, max(firsts[p], t0))
+                if j < len(pieces) and pieces[j][0] <= lasts[p] and j > owner:
+                    owner = j
+                bounds.append(owner)
+            for j, (a, z) in enumerate(pieces):
+                lo_p = r0 + bisect.bisect_left(bounds, j)
+                hi_p = r0 + bisect.bisect_right(bounds, j)
+                pr = range(lo_p, hi_p)
+                seg = Segment("dropped" if k == L else "page", names[k], costs[k] * len(pr),
+                              range(a, z + 1), pr, self._reason(k, pr, age))
+                items.append((a, 0, seg))
+                if k < L:
+                    represented += pre[z + 1] - pre[a]
+        # text runs
+        for a, z in _runs(text_sorted):
+            toks = pre[z + 1] - pre[a]
+            why = {"pinned" if turns[j].pinned else "exact" if turns[j].exact else "recent" for j in range(a, z + 1)}
+            items.append((a, 1, Segment("text", None, toks + per_turn * (z + 1 - a), range(a, z + 1),
+                                        reason=", ".join(sorted(why)))))
+            represented += toks
+        items.sort(key=lambda x: (x[0], x[1]))
+        fixed = self.overhead.fixed
+        total = text_cost + page_tokens + fixed
+        age_runs = []
+        for k in range(L, 0, -1):
+            lo, hi = (0, age[L]) if k == L else (age[k + 1], age[k])
+            if hi > lo:
+                age_runs.append((lo, hi, names[k]))
         return Plan(tuple(s for _, _, s in items), budget, available, total, represented,
-                    page_text, page_tokens, tuple(page_tiers))
+                    page_text, page_tokens, tuple(page_tiers), tuple(age_runs), fixed,
+                    self._firsts, self._lasts, len(turns))
 
-    def _reason(self, k: int) -> str:
-        return "oldest first, over budget" if k == len(self.ladder.tiers) else "by age, floor and budget"
+    def _reason(self, k: int, pages: range, age: list[int]) -> str:
+        L = len(self.ladder.tiers)
+        if not pages:
+            return "held on the previous segment's page"
+        # the age floor of the segment's newest page, against the tier this call gives it
+        p = pages.stop - 1
+        floor = next((j for j in range(L, 0, -1) if p < age[j]), 0)
+        if k == floor:
+            return "dropped by age" if k == L else "by age"
+        if k > floor:
+            return "dropped to fit the budget (this call)" if k == L else "coarsened to fit the budget (this call)"
+        return "sharper than its age: spare budget (this call)"
 
 
 def _runs(sorted_ints: list[int]) -> list[tuple[int, int]]:
@@ -454,6 +636,22 @@ def _runs(sorted_ints: list[int]) -> list[tuple[int, int]]:
             out[-1] = (out[-1][0], i)
         else:
             out.append((i, i))
+    return out
+
+
+def _minus(a: int, z: int, sorted_text: list[int]) -> list[tuple[int, int]]:
+    """The inclusive range a..z without the text turns, as maximal inclusive runs."""
+    if z < a:
+        return []
+    lo, hi = bisect.bisect_left(sorted_text, a), bisect.bisect_right(sorted_text, z)
+    out: list[tuple[int, int]] = []
+    cur = a
+    for t in sorted_text[lo:hi]:
+        if t > cur:
+            out.append((cur, t - 1))
+        cur = t + 1
+    if cur <= z:
+        out.append((cur, z))
     return out
 
 
@@ -485,8 +683,9 @@ def plan(
     policy: Policy | None = None,
     *,
     now: float | None = None,
+    overhead: Overhead | None = None,
 ) -> Plan:
     """Plan one model call. See the module docstring for exactly what is decided and why."""
-    planner = Planner(ladder, policy)
+    planner = Planner(ladder, policy, overhead)
     planner.extend(turns, pages)
     return planner.plan(budget, now=now)
