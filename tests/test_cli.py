@@ -156,3 +156,27 @@ def test_demo_reuses_its_folder(capsys, tmp_path):
         assert doc["turns"] == 12
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("demo.db-")) == [
         "contact_sheet.png", "demo.db", "keep.txt"]
+
+
+# -- stats: read-only ----------------------------------------------------------------------------------
+def test_stats_never_creates_a_store(capsys, tmp_path, monkeypatch):
+    typo = tmp_path / "typo.db"
+    rc, _, err = cli(capsys, "stats", "--store", f"sqlite:///{typo}")
+    assert rc == 2 and one_line_error(err, "does not exist") and not typo.exists()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    rc, _, err = cli(capsys, "stats")
+    assert rc == 2 and one_line_error(err, "no store yet", "--store")
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_stats_of_a_session_that_does_not_exist(capsys, tmp_path):
+    from optimem.store import open_store
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = open_store(url)
+    store.append_turns("alice", [{"role": "user", "content": "hi", "metadata": {}, "pinned": False, "created": 0.0}])
+    store.close()
+    rc, _, err = cli(capsys, "stats", "--store", url, "--session", "nosuch")
+    assert rc == 2 and one_line_error(err, "'nosuch' does not exist", "alice")
+    rc, out, _ = cli(capsys, "stats", "--store", url, "--session", "alice", "--json")
+    assert rc == 0 and json.loads(out)["sessions"][0]["turns"] == 1
