@@ -10,7 +10,12 @@ counted, never dropped.
 
 Glyphs are rasterised once with freetype-py into a *cell*: an array of the line's full height and the
 glyph's pixel advance, with the glyph placed on the line's baseline. A line is then the horizontal
-concatenation of its cells (one numpy call), which is what makes rendering fast; see `render.py`.
+concatenation of its cells (one numpy call), which is what makes rendering fast; see `layout.py`.
+
+Scripts the CJK and DejaVu faces cannot set come from `manimgx-fonts` (OFL, Noto as published):
+Noto Sans Arabic and Noto Sans Hebrew (shaped with harfbuzz, see `shaping.py`), Noto Emoji (the
+monochrome outline emoji font, whose ligatures draw ZWJ sequences, flags, keycaps and skin tones
+as one glyph) and Noto Sans Symbols. Pages are grey, so a monochrome emoji face loses nothing.
 """
 
 from __future__ import annotations
@@ -38,15 +43,32 @@ def _package_dir(name: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+_SCRIPT_FILES = {  # FontFiles field -> file inside the manimgx_fonts package
+    "arabic": "NotoSansArabic[wght].ttf",
+    "hebrew": "NotoSansHebrew[wght].ttf",
+    "emoji": "NotoEmoji[wght].ttf",
+    "symbols": "NotoSansSymbols[wght].ttf",
+}
+
+
 @dataclass(frozen=True)
 class FontFiles:
-    """Paths of the faces the renderer uses. Override any of them to use other fonts."""
+    """Paths of the faces the renderer uses. Override any of them to use other fonts.
+
+    `arabic`, `hebrew`, `emoji` and `symbols` left as None take the bundled Noto files
+    (`manimgx-fonts`); an empty string leaves that face out (its characters then fall back to the
+    other faces, or are drawn as boxes and counted).
+    """
 
     sans: str
     bold: str
     mono: str
     cjk: str
     cjk_face: str = "SC"
+    arabic: str | None = None
+    hebrew: str | None = None
+    emoji: str | None = None
+    symbols: str | None = None
 
     @staticmethod
     def default(cjk_face: str = "SC") -> "FontFiles":
@@ -66,11 +88,28 @@ class FontFiles:
             cjk_face=cjk_face,
         )
 
+    def script_file(self, field: str) -> str | None:
+        """The file for an optional script face: the given path, the bundled one, or None."""
+        path = getattr(self, field)
+        if path is None:
+            pkg = _package_dir("manimgx_fonts")
+            if pkg is None:
+                raise FontError(
+                    "bundled Arabic/Hebrew/emoji fonts not found: install optimem's dependencies "
+                    "(manimgx-fonts), or pass arabic=/hebrew=/emoji=/symbols= in FontFiles ('' to leave one out)"
+                )
+            path = str(pkg / _SCRIPT_FILES[field])
+        return path or None
+
     def check(self) -> None:
         for field in ("sans", "bold", "mono", "cjk"):
             path = getattr(self, field)
             if not os.path.isfile(path):
                 raise FontError(f"font file for '{field}' not found: {path}; pass existing files in FontFiles")
+        for field in _SCRIPT_FILES:
+            path = self.script_file(field)
+            if path is not None and not os.path.isfile(path):
+                raise FontError(f"font file for '{field}' not found: {path}; pass an existing file, or '' to leave it out")
         if self.cjk_face not in CJK_FACE_INDEX:
             raise FontError(f"unknown CJK face '{self.cjk_face}'; valid: {', '.join(CJK_FACE_INDEX)}")
 
@@ -97,6 +136,7 @@ class Face:
         self._face.set_pixel_sizes(0, px)
         self.name = self._face.family_name.decode("ascii", "replace")
         self._ft = freetype
+        self.path, self.index, self.px = path, index, px
 
     def has(self, ch: str) -> bool:
         return self._face.get_char_index(ord(ch)) != 0
@@ -118,12 +158,32 @@ class Face:
             arr = np.zeros((0, 0), dtype=np.uint8)
         return arr, g.bitmap_left, g.bitmap_top, (g.advance.x + 32) >> 6
 
+    def raster_glyph(self, gid: int) -> tuple[np.ndarray, int, int]:
+        """(bitmap, left, top) of a glyph by id, for shaped text. Light hinting only: it keeps the
+        horizontal metrics the shaper positioned, so joined Arabic letters meet without gaps."""
+        self._face.load_glyph(gid, self._ft.FT_LOAD_RENDER | self._ft.FT_LOAD_TARGET_LIGHT)
+        g = self._face.glyph
+        bm = g.bitmap
+        if bm.rows and bm.width:
+            arr = np.array(bm.buffer, dtype=np.uint8).reshape(bm.rows, bm.pitch)[:, : bm.width]
+        else:
+            arr = np.zeros((0, 0), dtype=np.uint8)
+        return arr, g.bitmap_left, g.bitmap_top
+
 
 class Style:
     """A face stack at one size: per-glyph fallback, cells of one line height, and advances."""
 
-    def __init__(self, faces: list[Face], px: int, line_height: int, *, mono_cell: int | None = None) -> None:
+    def __init__(
+        self, faces: list[Face], px: int, line_height: int, *, mono_cell: int | None = None,
+        shaping: dict[str, tuple[Face, int]] | None = None,
+    ) -> None:
         self.faces = faces
+        # faces that set whole runs through harfbuzz (see shaping.py): "arabic", "hebrew", "emoji",
+        # each with the baseline its glyphs sit on in this line box (`_fit_shaping_face`)
+        self.shaping = {k: f for k, (f, _) in (shaping or {}).items()}
+        self.shaping_baseline = {k: b for k, (_, b) in (shaping or {}).items()}
+        self.shaped: dict = {}  # shaping.py's caches (shaped runs, glyph bitmaps), per style
         self.px = px
         self.line_height = line_height
         primary = faces[0]
@@ -144,6 +204,8 @@ class Style:
 
     def _make_cell(self, ch: str) -> Cell:
         h = self.line_height
+        if ch in IGNORABLE:  # joiners and selectors: no ink and no advance, never a missing box
+            return Cell(np.zeros((h, 0), np.uint8), self.faces[0].name)
         if ch == " ":
             face = self.faces[0]
             _, _, _, adv = face.raster(" ")
@@ -235,20 +297,85 @@ def _missing_box(h: int, px: int, baseline: int) -> np.ndarray:
     return cell
 
 
+# Default-ignorable characters that may stay in normalised text: ZWNJ/ZWJ (Persian joining control,
+# emoji ZWJ sequences), the combining grapheme joiner, the Arabic letter mark, variation selectors
+# and tag characters (subdivision flags). The shaper consumes them; a cell draws them as nothing.
+IGNORABLE = frozenset(
+    ["\u200c", "\u200d", "\u034f", "\u061c", *map(chr, range(0xFE00, 0xFE10)), *map(chr, range(0x180B, 0x1810)),
+     *map(chr, range(0xE0000, 0xE0080)), *map(chr, range(0xE0100, 0xE01F0))]
+)
+
+
 @lru_cache(maxsize=32)
-def load_styles(files: FontFiles, body_px: int, line_spacing: float) -> dict[str, Style]:
-    """The three styles a page uses, sharing one line height so lines stack on a fixed grid."""
+def _face(path: str, index: int, px: int) -> Face:
+    return Face(path, index, px)
+
+
+_SAMPLES = {
+    "arabic": [*map(chr, range(0x621, 0x64B)), *map(chr, range(0xFE70, 0xFEFD))],
+    "hebrew": list(map(chr, range(0x5D0, 0x5EB))),
+    "emoji": list("\U0001f35c\U0001f338\U0001f600\U0001f468\U0001f44d\U0001f389\u2764"),
+}
+
+
+@lru_cache(maxsize=64)
+def _fit_shaping_face(path: str, px: int, line_height: int, baseline: int, script: str) -> tuple[Face, int]:
+    """The face (maybe a pixel or two smaller) and baseline that keep a script's glyphs in the line box.
+
+    Noto Sans Arabic reaches further below the baseline than DejaVu (the dots of a final yeh sit
+    ~0.4 em down), so at the shared baseline its lowest dots would be cut off. Its own baseline is
+    raised just enough that the 5th-95th percentile of its glyphs' ink fits; if that range is taller
+    than the line, the face is drawn smaller until it fits.
+    """
+    face = Face(path, 0, px)
+    for size in range(px, max(px // 2, 4) - 1, -1):
+        face = face if size == px else Face(path, 0, size)
+        tops, bottoms = [], []
+        for ch in _SAMPLES[script]:
+            if face.has(ch):
+                bmp, _, top, _ = face.raster(ch)
+                if bmp.size:
+                    tops.append(top)
+                    bottoms.append(top - bmp.shape[0])
+        if not tops:
+            return face, baseline
+        tops.sort()
+        bottoms.sort()
+        hi, lo = tops[(len(tops) * 95) // 100 - 1 if len(tops) > 1 else 0], bottoms[len(bottoms) * 5 // 100]
+        if hi - lo <= line_height - 1:
+            return face, min(max(baseline, hi), line_height - 1 + lo)
+    return face, baseline
+
+
+@lru_cache(maxsize=64)
+def load_styles(files: FontFiles, body_px: int, line_spacing: float, cjk_face: str | None = None) -> dict[str, Style]:
+    """The three styles a page uses, sharing one line height so lines stack on a fixed grid.
+
+    `cjk_face` picks the regional Noto CJK face (JP, KR, SC, TC, HK) for these styles; None takes
+    `files.cjk_face`. Faces are shared between the regional variants; glyph caches are not.
+    """
     files.check()
-    cjk_index = CJK_FACE_INDEX[files.cjk_face]
+    region = cjk_face or files.cjk_face
+    if region not in CJK_FACE_INDEX:
+        raise FontError(f"unknown CJK face '{region}'; valid: {', '.join(CJK_FACE_INDEX)}")
     line_height = max(int(round(body_px * line_spacing)), body_px + 2)
-    cjk = Face(files.cjk, cjk_index, body_px)
-    sans = Face(files.sans, 0, body_px)
-    bold = Face(files.bold, 0, body_px)
-    mono = Face(files.mono, 0, body_px)
+    cjk = _face(files.cjk, CJK_FACE_INDEX[region], body_px)
+    sans = _face(files.sans, 0, body_px)
+    bold = _face(files.bold, 0, body_px)
+    mono = _face(files.mono, 0, body_px)
     _, _, _, mono_adv = mono.raster("M")
-    # DejaVu has no CJK; the CJK face also carries fallbacks for symbols DejaVu lacks.
+    scripts = {k: _face(p, 0, body_px) for k in _SCRIPT_FILES if (p := files.script_file(k)) is not None}
+    # DejaVu has no CJK; the CJK face also carries fallbacks for symbols DejaVu lacks. The script
+    # faces come last: DejaVu's Arabic and Hebrew cover the letters already (as cells, for widths),
+    # the shaper sets runs of those scripts with the Noto faces.
+    tail = [cjk, *(scripts[k] for k in ("arabic", "hebrew", "emoji", "symbols") if k in scripts)]
+    line_baseline = Style([sans], body_px, line_height).baseline
+    shaping = {
+        k: _fit_shaping_face(scripts[k].path, body_px, line_height, line_baseline, k)
+        for k in ("arabic", "hebrew", "emoji") if k in scripts
+    }
     return {
-        "body": Style([sans, cjk], body_px, line_height),
-        "bold": Style([bold, sans, cjk], body_px, line_height),
-        "mono": Style([mono, sans, cjk], body_px, line_height, mono_cell=mono_adv),
+        "body": Style([sans, *tail], body_px, line_height, shaping=shaping),
+        "bold": Style([bold, sans, *tail], body_px, line_height, shaping=shaping),
+        "mono": Style([mono, sans, *tail], body_px, line_height, mono_cell=mono_adv, shaping=shaping),
     }

@@ -3,6 +3,12 @@
 Markdown is drawn as written (every character lands on the page, so spans stay exact) but styled to
 stay readable: fenced code blocks and table rows in the monospace face with whitespace kept (table
 columns stay aligned), `#` headings in bold, list items and indented lines with a hanging indent.
+Right-to-left paragraphs (first strong letter Hebrew or Arabic) are right-aligned, and any line with
+right-to-left text or an emoji sequence is drawn through `shaping.py` (bidi order, harfbuzz); line
+breaking and spans stay on the logical text. Han characters take the regional CJK face of their
+paragraph (kana: Japanese, Hangul: Korean, else the turn's `lang` metadata or Traditional/Simplified
+by its characters; `text.paragraph_face`).
+
 Each turn starts with a bold role header (`User:`, `Assistant:`, ...) under a rule; a turn that runs
 past the end of a page continues on the next under `User (continued):`.
 
@@ -22,7 +28,8 @@ from PIL import Image
 
 from renderers.fonts import Style, load_styles
 from renderers.records import DOCUMENT_ROLE, Page, RenderError, RenderSettings, Span, Turn
-from renderers.text import _UNIT, CJK_RUN, CLOSING, OPENING, normalize_text
+from renderers.shaping import COMPLEX, line_ink, paragraph_is_rtl
+from renderers.text import _UNIT, CJK_RUN, CLOSING, OPENING, normalize_text, paragraph_face, turn_face
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^#{1,6} ")
@@ -41,6 +48,8 @@ class Line:
     turn: int
     start: int  # content range this line consumes (header lines consume nothing)
     end: int
+    rtl: bool = False  # its paragraph reads right to left: drawn right-aligned, in bidi order
+    cjk: str | None = None  # regional CJK face for its paragraph (None: the settings' face)
 
 
 class _Measure:
@@ -53,7 +62,10 @@ class _Measure:
     def width(self, s: str) -> int:
         w = self.cache.get(s)
         if w is None:
-            w = sum(map(self.style.widths.__getitem__, s))
+            if COMPLEX.search(s):  # shaped: Arabic joins, emoji sequences ligate
+                w = line_ink(self.style, s, False)[0].shape[0]
+            else:
+                w = sum(map(self.style.widths.__getitem__, s))
             if len(s) > 48:
                 return w  # long runs (CJK paragraphs, URLs) rarely repeat: don't keep them
             if len(self.cache) > _WIDTH_CACHE_LIMIT:
@@ -179,8 +191,10 @@ def _fence_open_before(content: str, begin: int) -> bool:
 
 
 def _content_lines(
-    turn_index: int, content: str, begin: int, styles: dict[str, Style], measures: dict[str, _Measure], width: int
+    turn_index: int, content: str, begin: int, measures, width: int,
+    turn_cjk: tuple[str | None, str | None] = (None, None),
 ) -> Iterator[Line]:
+    """Lines of one turn from offset `begin`; `measures(style, cjk)` gives the measure to wrap with."""
     in_code = _fence_open_before(content, begin)
     pos = begin
     n = len(content)
@@ -200,24 +214,28 @@ def _content_lines(
             style = "body"
         if fence and line_start == pos:
             in_code = not in_code
-        hang = 0
-        if style != "mono":
-            m = _LIST.match(src_head) or _INDENT.match(src_head)
-            if m:
-                hang = min(measures[style].width(m.group(0)), width // 2)
-        indent0 = 0 if pos == line_start else hang
         if stop == pos:  # an empty source line
             yield Line(style, "", 0, turn_index, pos, after)
             pos = after
             continue
+        # direction and CJK face belong to the whole paragraph, so a restart mid-paragraph agrees
+        rtl = paragraph_is_rtl(content, line_start, stop)
+        cjk = paragraph_face(content, line_start, stop, turn_cjk)
+        measure = measures(style, cjk)
+        hang = 0
+        if style != "mono":
+            m = _LIST.match(src_head) or _INDENT.match(src_head)
+            if m:
+                hang = min(measure.width(m.group(0)), width // 2)
+        indent0 = 0 if pos == line_start else hang
         prev: tuple[int, int, int] | None = None
-        for piece in _wrap_limited(content, pos, stop, measures[style], width, indent0, hang):
+        for piece in _wrap_limited(content, pos, stop, measure, width, indent0, hang):
             if prev is not None:
-                yield Line(style, content[prev[0] : prev[1]].rstrip(" "), prev[2], turn_index, prev[0], prev[1])
+                yield Line(style, content[prev[0] : prev[1]].rstrip(" "), prev[2], turn_index, prev[0], prev[1], rtl, cjk)
             prev = piece
         assert prev is not None and prev[1] == stop
         # the last piece of a source line also consumes its newline
-        yield Line(style, content[prev[0] : prev[1]].rstrip(" "), prev[2], turn_index, prev[0], after)
+        yield Line(style, content[prev[0] : prev[1]].rstrip(" "), prev[2], turn_index, prev[0], after, rtl, cjk)
         pos = after
 
 
@@ -241,13 +259,33 @@ class Paginator:
     def __init__(self, settings: RenderSettings | None = None) -> None:
         self.settings = settings or RenderSettings()
         s = self.settings
-        self.styles = load_styles(s.font_files(), s.font_px, s.line_spacing)
+        self._files = s.font_files()
+        self.styles = load_styles(self._files, s.font_px, s.line_spacing)
         self.measures = {k: _Measure(v) for k, v in self.styles.items()}
+        self._regional: dict[tuple[str, str | None], tuple[Style, _Measure]] = {}
         self.line_height = self.styles["body"].line_height
         self.width = s.page_px - 2 * s.margin_px
         self.lines_per_page = (s.page_px - 2 * s.margin_px) // self.line_height
         if self.lines_per_page < 3:
             raise RenderError("page too small for its font size: fewer than 3 lines fit")
+
+    def style(self, name: str, cjk: str | None = None) -> Style:
+        """The style `name` (body, bold, mono) with CJK face `cjk` (None: the settings' face)."""
+        return self._regional_pair(name, cjk)[0]
+
+    def measure(self, name: str, cjk: str | None = None) -> _Measure:
+        return self._regional_pair(name, cjk)[1]
+
+    def _regional_pair(self, name: str, cjk: str | None) -> tuple[Style, _Measure]:
+        pair = self._regional.get((name, cjk))
+        if pair is None:
+            if cjk is None or cjk == self._files.cjk_face:
+                pair = (self.styles[name], self.measures[name])
+            else:
+                style = load_styles(self._files, self.settings.font_px, self.settings.line_spacing, cjk)[name]
+                pair = (style, _Measure(style))
+            self._regional[(name, cjk)] = pair
+        return pair
 
     # -- layout ---------------------------------------------------------------------------------
     def _header(self, turn_index: int, role: str, continued: bool, at: int) -> Line:
@@ -279,7 +317,8 @@ class Paginator:
                 page.append(self._header(ti, turn.role, begin > 0, begin))
             elif not content:
                 page.append(Line("body", "", 0, ti, 0, 0))  # an empty document still gets a page
-            for line in _content_lines(ti, content, begin, self.styles, self.measures, self.width):
+            turn_cjk = turn_face(content, turn.metadata) if CJK_RUN.search(content) else (None, None)
+            for line in _content_lines(ti, content, begin, self.measure, self.width, turn_cjk):
                 if len(page) >= cap:
                     yield page, True, contents
                     page, contents = [], {ti: content}
@@ -299,8 +338,22 @@ class Paginator:
         seen_by_style: dict[Style, set[str]] = {}
         y = s.margin_px
         for line in lines:
-            style = self.styles["bold" if line.style == "header" else line.style]
-            if line.text:
+            style = self.style("bold" if line.style == "header" else line.style, line.cjk)
+            if line.text and (line.rtl or COMPLEX.search(line.text)):
+                rows, used, lost = line_ink(style, line.text, line.rtl)
+                fonts |= used
+                missing += lost
+                if line.rtl:  # right-aligned; a line too wide keeps its (right) reading start
+                    right = s.page_px - s.margin_px - line.indent
+                    w = min(rows.shape[0], right)
+                    if w > 0:
+                        ink[y : y + lh, right - w : right] = rows[rows.shape[0] - w :].T
+                else:
+                    x = s.margin_px + line.indent
+                    w = min(rows.shape[0], s.page_px - x)
+                    if w > 0:
+                        ink[y : y + lh, x : x + w] = rows[:w].T
+            elif line.text:
                 if " " in line.text:
                     rows = np.concatenate(list(map(style.words.__getitem__, _WORDS.findall(line.text))), axis=0)
                 else:  # unspaced text (CJK): glyph by glyph

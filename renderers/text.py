@@ -8,12 +8,12 @@ character ranges of that normalised text. Normalisation rules (each tested):
 - Tabs expand to spaces up to the next multiple of the tab width (4 by default), per line.
 - Unpaired surrogates (possible in Python strings decoded from JSON) become U+FFFD.
 - NUL and the other C0/C1 control characters except `\\n` become U+FFFD, drawn visibly.
-- Zero-width characters (U+200B-U+200D, U+2060, U+FEFF) and bidi controls (U+200E, U+200F,
-  U+202A-U+202E, U+2066-U+2069) are removed: they have no visible form and would only leave
-  gaps or boxes.
-- Right-to-left scripts are laid out in logical order, left to right, without shaping (Arabic is
-  drawn with isolated letter forms). Readable for a model trained on logical order; documented
-  limitation rather than a crash.
+- Zero-width spaces (U+200B, U+2060, U+FEFF) and bidi controls (U+200E, U+200F, U+202A-U+202E,
+  U+2066-U+2069) are removed: they have no visible form and would only leave gaps or boxes. The
+  joiners U+200C (ZWNJ) and U+200D (ZWJ) stay: they decide Persian letter joining and emoji ZWJ
+  sequences, and are drawn with no width.
+- Right-to-left text stays in logical order here (spans count logical characters); `shaping.py`
+  draws it in reading order, shaped.
 
 Line breaking is hand-written rather than UAX #14 through `uniseg`: uniseg's pure-Python segmenter
 costs more per page than the whole rendering budget (300 pages/s). The rules: break after a run of
@@ -28,7 +28,7 @@ import re
 import unicodedata
 
 # zero-width characters and bidi controls: removed (a regex: str.translate is per-character Python)
-_REMOVE = re.compile("[\u200b-\u200f\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
+_REMOVE = re.compile("[\u200b\u200e\u200f\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -80,3 +80,63 @@ CJK_RUN = re.compile(f"[{_CJK}]")
 CLOSING = set("，。、．：；！？）］｝〕〉》」』】〙〗〟’”｠»‥…ー々ゝゞヽヾぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮヵヶ.,;:!?)]}%")
 OPENING = set("（［｛〔〈《「『【〘〖〝‘“｟«([{")
 
+
+
+# --- which regional CJK face draws a paragraph ---------------------------------------------------
+# Han characters have different standard shapes in Japan, Korea, mainland China, Taiwan and Hong
+# Kong; Noto Sans CJK has one face per region. Kana and Hangul name the language outright; Han-only
+# text is told Traditional or Simplified by frequent characters that exist in one form only.
+_KANA = re.compile("[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+_HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+_SIMPLIFIED = frozenset("这个们来说时会对过还发后开关实现点体与从种应进无问题电话经样让头见书长马门车东气听写认记忆欢爱号压缩图层级语为么里边动华历帮给觉谢请读网页码机钟钱买卖飞鸟鱼龙业产总统区县场报纸节岁归药汉简冲较渲编视标与随时测选据")
+_TRADITIONAL = frozenset("這個們來說時會對過還發後開關實現點體與從種應進無問題電話經樣讓頭見書長馬門車東氣聽寫認記憶歡愛號壓縮圖層級語為麼裡邊動華歷幫給覺謝請讀網頁碼機鐘錢買賣飛鳥魚龍業產總統區縣場報紙節歲歸藥漢簡衝較編視標隨測選據")
+_LANG_FACE = {"ja": "JP", "jp": "JP", "ko": "KR", "kr": "KR", "zh": "SC", "zh-cn": "SC", "zh-sg": "SC",
+              "zh-hans": "SC", "zh-tw": "TC", "zh-hant": "TC", "zh-mo": "TC", "zh-hk": "HK"}
+
+
+def lang_face(lang: object) -> str | None:
+    """The Noto CJK face for a language tag such as "ja", "ko", "zh-TW", "zh-Hant-HK" (None: not CJK)."""
+    if not isinstance(lang, str) or not lang.strip():
+        return None
+    tag = lang.strip().lower().replace("_", "-")
+    parts = tag.split("-")
+    if parts[0] == "zh" and len(parts) > 1:
+        if "hk" in parts:
+            return "HK"
+        if "hant" in parts or "tw" in parts or "mo" in parts:
+            return "TC"
+        return "SC"
+    return _LANG_FACE.get(tag) or _LANG_FACE.get(parts[0])
+
+
+def turn_face(content: str, metadata: object = None) -> tuple[str | None, str | None]:
+    """A turn's CJK faces: (from its metadata `lang`/`language`, guessed from kana/Hangul in it)."""
+    told = None
+    if hasattr(metadata, "get"):
+        told = lang_face(metadata.get("lang") or metadata.get("language"))  # type: ignore[union-attr]
+    guess = "JP" if _KANA.search(content) else "KR" if _HANGUL.search(content) else None
+    return told, guess
+
+
+def paragraph_face(s: str, start: int, stop: int, turn: tuple[str | None, str | None] = (None, None)) -> str | None:
+    """The CJK face for paragraph s[start:stop] (None: the settings' default face).
+
+    In order: kana means Japanese and Hangul Korean; then the turn's metadata language; then
+    Traditional or Simplified Chinese by whichever form's frequent characters the paragraph has
+    more of; then the turn's own kana or Hangul (a kanji-only line of a Japanese turn is Japanese).
+    """
+    if CJK_RUN.search(s, start, stop) is None:
+        return None
+    if _KANA.search(s, start, stop):
+        return "JP"
+    if _HANGUL.search(s, start, stop):
+        return "KR"
+    told, guess = turn
+    if told:
+        return told
+    chars = s[start : min(stop, start + 4000)]
+    trad = sum(ch in _TRADITIONAL for ch in chars)
+    simp = sum(ch in _SIMPLIFIED for ch in chars)
+    if trad != simp:
+        return "TC" if trad > simp else "SC"
+    return guess

@@ -2,7 +2,8 @@
 # Sets optimem up on a fresh machine: a virtual environment in .venv with optimem and its extras.
 #   bash scripts/setup.sh          what `optimem demo` and the library need
 #   bash scripts/setup.sh --dev    also the test tools and the services tests start (redis-server,
-#                                  tesseract with English and Simplified Chinese)
+#                                  tesseract with English, Simplified Chinese, Arabic, Hebrew,
+#                                  Japanese and Korean)
 # Idempotent: a second run installs nothing new and takes a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,10 @@ if ((dev)); then
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v tesseract >/dev/null || need+=(tesseract-ocr tesseract-ocr-eng)
   if ! tesseract --list-langs 2>/dev/null | grep -q '^chi_sim$'; then need+=(tesseract-ocr-chi-sim); fi
+  # Arabic, Hebrew, Japanese and Korean: the legibility test and bench read those pages back
+  for lang in ara heb jpn kor; do
+    tesseract --list-langs 2>/dev/null | grep -q "^${lang}\$" || need+=("tesseract-ocr-${lang}")
+  done
   if ((${#need[@]})); then
     if [[ "$(id -u)" == 0 ]]; then
       echo "optimem setup: apt-get install ${need[*]}" >&2
