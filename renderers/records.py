@@ -16,6 +16,10 @@ from renderers.fonts import FontFiles
 
 ROLES = ("system", "user", "assistant", "tool")
 DOCUMENT_ROLE = "document"  # a document is one long "turn" drawn without a role header
+# Other names for the same four roles: LangChain's message types (human, ai, function), OpenAI's
+# "developer", Gemini's "model". The one table every entry point goes through (rendering, planning,
+# OpticalMemory.add), so a transcript is accepted or refused the same way everywhere.
+ROLE_ALIASES = {"human": "user", "ai": "assistant", "model": "assistant", "developer": "system", "function": "tool"}
 
 
 class RenderError(ValueError):
@@ -34,9 +38,7 @@ class Turn:
             return obj
         if not isinstance(obj, Mapping):
             raise RenderError(f"turn {index}: expected an object with 'role' and 'content', got {type(obj).__name__}")
-        role, content = obj.get("role"), obj.get("content")
-        if not isinstance(role, str) or not role.strip():
-            raise RenderError(f"turn {index}: 'role' must be a non-empty string")
+        role, content = normalize_role(obj.get("role"), index), obj.get("content")
         if content is None:
             content = ""
         if not isinstance(content, str):
@@ -47,7 +49,20 @@ class Turn:
         meta = obj.get("metadata") or {}
         if not isinstance(meta, Mapping):
             raise RenderError(f"turn {index}: 'metadata' must be an object")
-        return Turn(role.strip().lower(), content, MappingProxyType(dict(meta)))
+        return Turn(role, content, MappingProxyType(dict(meta)))
+
+
+def normalize_role(role: Any, index: int = 0) -> str:
+    """`role` as one of ROLES (or DOCUMENT_ROLE): trimmed, lower-cased, aliases mapped (human -> user,
+    ai -> assistant, ...). Anything else is a RenderError naming the turn and the accepted roles."""
+    if not isinstance(role, str) or not role.strip():
+        raise RenderError(f"turn {index}: 'role' must be a non-empty string")
+    name = role.strip().lower()
+    name = ROLE_ALIASES.get(name, name)
+    if name not in ROLES and name != DOCUMENT_ROLE:
+        raise RenderError(f"turn {index}: unknown role {role!r}: use one of {', '.join(ROLES)} "
+                          f"(or {', '.join(ROLE_ALIASES)}, which mean the same)")
+    return name
 
 
 @dataclass(frozen=True)

@@ -180,3 +180,21 @@ def test_stats_of_a_session_that_does_not_exist(capsys, tmp_path):
     assert rc == 2 and one_line_error(err, "'nosuch' does not exist", "alice")
     rc, out, _ = cli(capsys, "stats", "--store", url, "--session", "alice", "--json")
     assert rc == 0 and json.loads(out)["sessions"][0]["turns"] == 1
+
+
+# -- roles: one normalisation for render, plan and OpticalMemory.add -----------------------------------
+def test_langchain_roles_are_accepted_the_same_way_everywhere(capsys, tmp_path):
+    from renderers import load_transcript
+
+    path = tmp_path / "lc.jsonl"
+    path.write_text('{"role": "human", "content": "My code is QX7."}\n{"role": "AI", "content": "Noted."}\n')
+    assert [t.role for t in load_transcript(path)] == ["user", "assistant"]
+    rc, out, _ = cli(capsys, "render", str(path), "--out", str(tmp_path / "p"), "--json")
+    assert rc == 0 and json.loads(out)[0]["spans"][0]["turn"] == 0
+    rc, out, _ = cli(capsys, "plan", str(path), "--budget", "2000", "--json")
+    assert rc == 0 and json.loads(out)["segments"][-1]["turns"] == [0, 1]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"role": "user", "content": "a"}\n{"role": "narrator", "content": "b"}\n')
+    for cmd in (["render", str(bad), "--out", str(tmp_path / "q")], ["plan", str(bad), "--budget", "2000"]):
+        rc, _, err = cli(capsys, *cmd)
+        assert rc == 2 and one_line_error(err, "line 2", "unknown role 'narrator'", "human")
