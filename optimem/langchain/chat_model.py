@@ -1,0 +1,75 @@
+"""`ChatDeepSeekOCR`: DeepSeek-OCR run by optimem, with optical memory, as a LangChain chat model.
+
+The memory is the conversation: per thread (`configurable.thread_id` or `session_id` of the call's
+config, else the model's default session) an `OpticalMemory` session records the messages it has not
+seen, the last human message is answered through `OpticalMemory.chat` (old turns as vision tokens,
+recent ones as text), and both turns are stored. invoke / stream / batch / async come from
+`BaseChatModel`; streaming yields the answer as one chunk until native decoding streams.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict, PrivateAttr
+
+from optimem.errors import InputError, ModelError
+from optimem.langchain.units import ROLE, content_text
+
+
+class ChatDeepSeekOCR(BaseChatModel):
+    memory: Any  # the default session's OpticalMemory; other threads share its store and backend
+    budget: int = 8192
+    max_new_tokens: int = 256
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    _sessions: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _guard: Any = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def from_pretrained(cls, path: str, session: str = "langchain", store: str | None = None, **kwargs: Any) -> "ChatDeepSeekOCR":
+        from optimem.backends import DeepseekOCRBackend
+        from optimem.memory import OpticalMemory
+
+        return cls(memory=OpticalMemory(session, store, backend=DeepseekOCRBackend.from_pretrained(path)), **kwargs)
+
+    @property
+    def _llm_type(self) -> str:
+        return "optimem-deepseek-ocr"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        raise ModelError("ChatDeepSeekOCR cannot call tools: DeepSeek-OCR was not trained for tool use. Use it "
+                         "without tools, or use a tool-calling chat model with OpticalCompressor / the middleware")
+
+    def memory_for(self, thread: str | None):
+        """The thread's memory (the default session when `thread` is None)."""
+        if thread is None or thread == self.memory.session:
+            return self.memory
+        with self._guard:
+            mem = self._sessions.get(thread)
+            if mem is None:
+                from optimem.memory import OpticalMemory
+
+                base = self.memory
+                mem = self._sessions[thread] = OpticalMemory(thread, base.store, render=base.render,
+                                                             policy=base.policy, backend=base.backend)
+            return mem
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        if not messages or not isinstance(messages[-1], HumanMessage):
+            raise InputError("ChatDeepSeekOCR answers the last message, which must be a HumanMessage")
+        meta = getattr(run_manager, "metadata", None) or {}
+        thread = meta.get("thread_id") or meta.get("session_id")
+        mem = self.memory_for(str(thread) if thread is not None else None)
+        seen = mem.store.count_turns(mem.session)
+        new = list(messages[:-1])[seen:]
+        if new:
+            mem.add_many([{"role": ROLE.get(m.type, "user") if m.type != "tool" else "tool", "content": content_text(m)}
+                          for m in new])
+        reply = mem.chat(content_text(messages[-1]), budget=self.budget, max_new_tokens=self.max_new_tokens)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])

@@ -1,0 +1,635 @@
+"""`OpticalCompressor`: a conversation → the messages to send a provider, old units as page images.
+
+Per thread (the `thread_id` of the call's config), the conversation lives in an `OpticalMemory`
+session of optimem's store: each unit (see `units`) is appended once, the memory seals pages as they
+fill, keeps their floors, and plans. An invoke therefore costs the new messages, not the history:
+units already stored are recognised by their key and skipped, sealed pages are drawn once, and each
+page's PNG at a tier is made once and kept in the store's cache, so the same page is sent as the
+same bytes call after call (provider prompt caches hit) until its tier changes.
+
+What a request holds, in order: the system messages; one human message with the page images,
+oldest first, each after a short label (pages of the units that aged out); then the recent units as
+the original messages. The newest unit is always text. The page that holds the start of the oldest
+text unit is drawn again without it, so nothing is sent both as text and as a page, and a tool call
+and its results are on the same side.
+
+Budgets are counted the provider's way: system prompt, tool schemas, labels, per-message framing and
+every image at its documented price (`optimem.providers`), with the caller's `token_counter` for
+text when one is given. The plan is made in the planner's estimate, the request is counted, and the
+plan is redone tighter while the count is over (the correction is kept per thread). When even that
+cannot fit (a single message larger than the budget), the newest messages are cut to fit: the call
+never fails because of what the conversation holds. Images per request and request bytes are kept
+under the provider's limits by leaving out the oldest pages. Every decision is in the report, which
+goes out in the first message's `response_metadata["optimem"]` and as the `optimem_compression`
+custom callback event (visible in `astream_events` and traces).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import dispatch_custom_event
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, ToolMessage, convert_to_messages
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import run_in_executor
+from pydantic import ConfigDict, PrivateAttr
+
+from optimem.errors import ConfigError, InputError, ModelError
+from optimem.langchain.units import Unit, content_text, group_units, image_blocks, strip_images
+from optimem.providers import Provider, get_provider, image_size, page_png, text_tokens
+
+log = logging.getLogger(__name__)
+_SESSION_OK = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_PNG_CACHE_ID = "lc-page-png-g4"  # the cache namespace of page PNGs as sent (16-level grey)
+_HEADER = "Earlier conversation, as page images (oldest first):"
+
+
+@dataclasses.dataclass
+class Compressed:
+    messages: list[BaseMessage]
+    report: dict[str, Any]
+
+
+class _ProviderBackend:
+    """An API model as optimem's `Backend`: its ladder is the renderer's tiers priced by the provider
+    (plus each page's label and framing); it encodes nothing, the provider reads the PNGs."""
+
+    has_model = False
+
+    def __init__(self, provider: Provider, extra: int) -> None:
+        from optimem.providers import tier_size
+
+        self.model_id = f"api:{provider.family}"
+        costs = provider.ladder(extra)
+        self._cost = {t.name: t.tokens for t in costs.tiers}
+        try:
+            from optimem.ladders import ModelLadder, TierView
+        except ImportError:  # the memory of before the shared page pipeline plans with the costs directly
+            self.ladder = costs
+        else:
+            self.ladder = ModelLadder(self.model_id, tuple(
+                TierView(t.name, tier_size(t.name), "resize", t.tokens, t.tokens, t.fidelity) for t in costs.tiers))
+
+    def placeholder_count(self, tier: str) -> int:
+        return self._cost[tier]
+
+    def encode(self, images: list[Any], tier: str) -> list[Any]:
+        raise ModelError("an API provider reads the page images itself; nothing to encode")
+
+
+@dataclasses.dataclass
+class _Thread:
+    mem: Any  # OpticalMemory
+    keys: list[str]
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    adjust: int = 0  # tokens the planner's estimate fell short by, learned per thread
+    pages: dict[int, tuple[str, list[dict]]] = dataclasses.field(default_factory=dict)
+    pngs: OrderedDict = dataclasses.field(default_factory=OrderedDict)  # (hash, tier) -> base64
+
+
+class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
+    """Compress a conversation for `provider` (optionally a `model` name for its family's prices)
+    under `budget` input tokens of that provider. Input: what `trim_messages` accepts (a message
+    list, tuples, dicts, strings, or a `PromptValue`). Output: the message list to send.
+
+    `store`: optimem store or URL holding each thread's pages (default: in memory, per compressor).
+    `token_counter`: a chat model (its `get_num_tokens_from_messages`) or a function of a message
+    list, for text; images are priced by `optimem.providers`. `tools`: tool schemas sent with every
+    request (the middleware passes the agent's own). `thread_id`: the thread when the config names
+    none (`configurable.thread_id`, or `session_id`); without either, a thread is keyed by the
+    conversation's first message.
+    """
+
+    provider: str = "anthropic"
+    model: str | None = None
+    budget: int = 8000
+    recent_turns: int = 6
+    store: Any = None
+    token_counter: Any = None
+    tools: list[Any] = []
+    thread_id: str | None = None
+    max_images: int | None = None
+    max_request_bytes: int | None = None
+    render: Any = None
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    _threads: dict[str, _Thread] = PrivateAttr(default_factory=dict)
+    _guard: Any = PrivateAttr(default_factory=threading.Lock)
+    _store: Any = PrivateAttr(default=None)
+    _counts: OrderedDict = PrivateAttr(default_factory=OrderedDict)
+
+    def model_post_init(self, __context: Any) -> None:
+        if not isinstance(self.budget, int) or self.budget < 1:
+            raise ConfigError(f"budget must be a positive number of tokens, not {self.budget!r}")
+        if self.recent_turns < 1:
+            raise ConfigError("recent_turns must be at least 1 (the newest unit is always text)")
+        get_provider(self.provider, self.model)  # unknown provider: fail now, not on the first call
+
+    @property
+    def pricing(self) -> Provider:
+        return get_provider(self.provider, self.model)
+
+    # -- Runnable ---------------------------------------------------------------------------------
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> list[BaseMessage]:
+        _no_options(kwargs)
+        return self._call_with_config(self._invoke, input, config, run_type="chain")
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> list[BaseMessage]:
+        _no_options(kwargs)
+        return await self._acall_with_config(self._ainvoke, input, config, run_type="chain")
+
+    def _invoke(self, input: Any, run_manager: Any, config: RunnableConfig) -> list[BaseMessage]:
+        res = self._compress(coerce_messages(input), system=None, tools=None, thread_id=None, config=config)
+        _emit(res.report, config)
+        return res.messages
+
+    async def _ainvoke(self, input: Any, run_manager: Any, config: RunnableConfig) -> list[BaseMessage]:
+        msgs = coerce_messages(input)
+        res = await run_in_executor(config, self._compress, msgs, system=None, tools=None, thread_id=None, config=config)
+        _emit(res.report, config)
+        return res.messages
+
+    def compress(self, messages: Sequence[BaseMessage], *, system: SystemMessage | None = None,
+                 tools: Sequence[Any] | None = None, thread_id: str | None = None,
+                 config: RunnableConfig | None = None) -> Compressed:
+        """The agent-side entry: `messages` without the system prompt, which comes as `system` (and
+        stays out of the result), `tools` as bound to the model. Traced as a run of this Runnable."""
+        def fn(msgs: list[BaseMessage], run_manager: Any, config: RunnableConfig) -> Compressed:
+            res = self._compress(msgs, system=system, tools=tools, thread_id=thread_id, config=config)
+            _emit(res.report, config)
+            return res
+
+        return self._call_with_config(fn, list(messages), config, run_type="chain")
+
+    async def acompress(self, messages: Sequence[BaseMessage], *, system: SystemMessage | None = None,
+                        tools: Sequence[Any] | None = None, thread_id: str | None = None,
+                        config: RunnableConfig | None = None) -> Compressed:
+        async def fn(msgs: list[BaseMessage], run_manager: Any, config: RunnableConfig) -> Compressed:
+            res = await run_in_executor(config, self._compress, msgs, system=system, tools=tools, thread_id=thread_id,
+                                        config=config)
+            _emit(res.report, config)
+            return res
+
+        return await self._acall_with_config(fn, list(messages), config, run_type="chain")
+
+    # -- the work ---------------------------------------------------------------------------------
+    def _compress(self, messages: list[BaseMessage], *, system: SystemMessage | None, tools: Sequence[Any] | None,
+                  thread_id: str | None, config: RunnableConfig | None) -> Compressed:
+        prov = self.pricing
+        if system is not None:
+            head, convo = [system], list(messages)
+            keep_head = False
+        else:
+            n = 0
+            while n < len(messages) and isinstance(messages[n], SystemMessage):
+                n += 1
+            head, convo = list(messages[:n]), list(messages[n:])
+            keep_head = True
+        units = group_units(convo)
+        tool_schemas = list(tools) if tools is not None else list(self.tools)
+        report: dict[str, Any] = {"provider": prov.name, "family": prov.family, "budget": self.budget,
+                                  "units": len(units), "messages_in": len(messages)}
+        if not units:
+            out = head if keep_head else []
+            report.update(self._measure(head, tool_schemas, prov))
+            return Compressed(_with_report(out, report), report)
+        thread = self._thread_key(thread_id, config, units)
+        st = self._thread(thread, prov)
+        report["thread"] = thread
+        with st.lock:
+            committed, tail = units[:-1], units[-1:]
+            report["reset"] = self._sync_units(st, committed)
+            out, extra = self._fit(st, prov, head, committed, tail, tool_schemas)
+        report.update(extra)
+        if not keep_head:
+            out = out[len(head):]
+        return Compressed(_with_report(out, report), report)
+
+    def _fit(self, st: _Thread, prov: Provider, head: list[BaseMessage], committed: list[Unit], tail: list[Unit],
+             tools: list[Any]) -> tuple[list[BaseMessage], dict[str, Any]]:
+        from policies import PolicyError
+
+        tail_msgs = [m for u in tail for m in u.messages]
+        fixed = self._measure(head + tail_msgs, tools, prov)["tokens"]
+        info: dict[str, Any] = {}
+        if committed and fixed < self.budget:
+            room = self.budget - fixed
+            for attempt in range(6):
+                plan_budget = room - st.adjust
+                if plan_budget < 1:
+                    break
+                try:
+                    plan = st.mem.plan(plan_budget)
+                except PolicyError as exc:
+                    info["planner"] = str(exc)
+                    break
+                body, info = self._assemble(st, prov, plan, committed, head + tail_msgs)
+                out = head + body + tail_msgs
+                measured = self._measure(out, tools, prov)
+                over = measured["tokens"] - self.budget
+                if over <= 0:
+                    if over < -self.budget // 10 and st.adjust > 0:  # give back what is no longer needed
+                        st.adjust = max(0, st.adjust - (-over) // 2)
+                    info.update(measured, attempts=attempt + 1, degraded=False, cut_messages=0)
+                    return out, info
+                st.adjust += over + 8
+        # text only: the newest whole units that fit, the newest messages cut if even they do not
+        out, cut, kept = self._text_only(head, committed + tail, tools, prov)
+        info.update(self._measure(out, tools, prov), degraded=bool(committed) or cut > 0, cut_messages=cut,
+                    pages=0, page_tiers={}, capped_pages=0, text_units=kept,
+                    omitted_units=len(committed) + len(tail) - kept)
+        return out, info
+
+    # -- state per thread --------------------------------------------------------------------------
+    def _thread_key(self, thread_id: str | None, config: RunnableConfig | None, units: list[Unit]) -> str:
+        if thread_id is None:
+            conf = (config or {}).get("configurable", {}) or {}
+            thread_id = conf.get("thread_id") or conf.get("session_id") or self.thread_id
+        if thread_id is None:  # no persistence named: the conversation's first unit identifies it
+            thread_id = "anon-" + units[0].key()
+        return str(thread_id)
+
+    def _open_store(self):
+        if self._store is None:
+            from optimem.store import Store, open_store
+
+            self._store = self.store if isinstance(self.store, Store) else open_store(self.store or "sqlite://")
+        return self._store
+
+    def _thread(self, thread: str, prov: Provider) -> _Thread:
+        key = f"{prov.family}:{thread}"
+        with self._guard:
+            st = self._threads.get(key)
+            if st is None:
+                from optimem.memory import OpticalMemory
+                from policies import Policy
+
+                name = f"lc-{prov.family}-{thread}"
+                if not _SESSION_OK.fullmatch(name):
+                    name = f"lc-{prov.family}-" + hashlib.sha1(thread.encode()).hexdigest()[:32]
+                backend = _ProviderBackend(prov, self._page_extra(prov))
+                mem = OpticalMemory(name, self._open_store(), render=self.render, backend=backend,
+                                    policy=_policy(Policy, self.recent_turns))
+                keys = [t.metadata.get("k", "") for t in mem.turns()]
+                st = self._threads[key] = _Thread(mem, keys)
+            return st
+
+    def _sync_units(self, st: _Thread, committed: list[Unit]) -> bool:
+        """Append the units the thread's memory has not seen; rebuild it when the history changed
+        under it (messages removed or edited upstream). Returns whether it was rebuilt."""
+        n = len(st.keys)
+        reset = False
+        if n:
+            if len(committed) < n or committed[n - 1].key() != st.keys[n - 1] or committed[0].key() != st.keys[0]:
+                log.info("thread %s: history changed upstream; rebuilding its pages", st.mem.session)
+                st.mem.store.delete_session(st.mem.session)
+                from optimem.memory import OpticalMemory
+
+                st.mem = OpticalMemory(st.mem.session, st.mem.store, render=self.render, backend=st.mem.backend,
+                                       policy=st.mem.policy)
+                st.keys, st.pages, st.adjust = [], {}, 0
+                n, reset = 0, True
+        new = committed[n:]
+        if new:
+            keys = [u.key() for u in new]
+            st.mem.add_many([{"role": "assistant" if u.role == "tool" else u.role, "content": u.text(),
+                              "metadata": {"k": k}} for u, k in zip(new, keys)])
+            st.keys.extend(keys)
+        return reset
+
+    # -- assembling a request ----------------------------------------------------------------------
+    def _page_extra(self, prov: Provider) -> int:
+        """What one page costs beyond its image: its label (and, for the first, the header)."""
+        return text_tokens("[page 000: turns 0000-0000, large]") + 2
+
+    def _assemble(self, st: _Thread, prov: Provider, plan: Any, committed: list[Unit],
+                  other: list[BaseMessage]) -> tuple[list[BaseMessage], dict[str, Any]]:
+        text_ids = sorted(t for s in plan.segments if s.kind == "text" for t in s.turns)
+        first_text = text_ids[0] if text_ids else len(committed)
+        text_ids = list(range(first_text, len(committed)))  # a suffix: no pins or exact turns here
+        text_msgs = [m for i in text_ids for m in committed[i].messages]
+        shown = [(p, s.tier) for s in plan.segments if s.kind == "page" for p in s.pages]
+        self._load_pages(st, [p for p, _ in shown])
+        entries: list[tuple[int, int, str, dict[str, Any]]] = []  # (first turn, last turn, tier, image block)
+        for p, tier in shown:
+            h, spans = st.pages[p]
+            t0, t1 = spans[0]["turn"], spans[-1]["turn"]
+            if t0 >= first_text:
+                continue  # wholly text
+            if t1 >= first_text:  # the boundary page: drawn again with only its older units
+                b64 = self._boundary_png(st, p, spans[0], first_text, tier)
+                t1 = first_text - 1
+            else:
+                b64 = self._page_b64(st, p, h, tier)
+            entries.append((p, t0, t1, tier, _image_block(prov, b64, tier)))
+        # provider limits: the oldest pages go first
+        max_images = self.max_images if self.max_images is not None else prov.max_images
+        max_bytes = self.max_request_bytes if self.max_request_bytes is not None else prov.max_request_bytes
+        n_img = sum(len(image_blocks(m)) for m in other + text_msgs) + len(entries)
+        size = request_bytes(other + text_msgs) + sum(len(e[4]["image_url"]["url"] if "image_url" in e[4] else e[4]["base64"]) + 120
+                                                      for e in entries)
+        capped = 0
+        while entries and ((max_images is not None and n_img > max_images) or (max_bytes is not None and size > max_bytes)):
+            e = entries.pop(0)
+            n_img -= 1
+            size -= len(e[4]["image_url"]["url"] if "image_url" in e[4] else e[4]["base64"]) + 120
+            capped += 1
+        blocks: list[dict[str, Any]] = []
+        tiers: dict[str, int] = {}
+        for p, t0, t1, tier, block in entries:
+            blocks.append({"type": "text", "text": f"[page {p}: turns {t0}-{t1}, {tier}]"})
+            blocks.append(block)
+            tiers[tier] = tiers.get(tier, 0) + 1
+        omitted = entries[0][1] if entries else first_text
+        body: list[BaseMessage] = []
+        if blocks or omitted:
+            content: list[dict[str, Any]] = [{"type": "text", "text": _HEADER}, *blocks] if blocks else []
+            if omitted:  # after the pages, so the request's leading bytes do not change with it
+                content.append({"type": "text", "text": f"[{omitted} earlier turns left out to fit the context budget]"})
+            body.append(HumanMessage(content=content))
+        body.extend(text_msgs)
+        return body, {"pages": len(entries), "page_tiers": tiers, "text_units": len(text_ids) + 1,
+                      "omitted_units": omitted, "capped_pages": capped, "plan_tokens": plan.total_tokens}
+
+    def _load_pages(self, st: _Thread, indices: list[int]) -> None:
+        missing = [i for i in indices if i not in st.pages]
+        if not missing:
+            return
+        for sp in st.mem.store.get_pages(st.mem.session, min(missing), max(missing) + 1, with_png=False):
+            st.pages[sp.index] = (sp.content_hash, sp.spans)
+
+    def _page_b64(self, st: _Thread, index: int, content_hash: str, tier: str) -> str:
+        """The page at `tier` as sent: made once, kept in the store's cache and in memory."""
+        from optimem.store import cache_key
+
+        key = (content_hash, tier)
+        b64 = st.pngs.get(key)
+        if b64 is not None:
+            st.pngs.move_to_end(key)
+            return b64
+        store, session = st.mem.store, st.mem.session
+        ck = cache_key(content_hash, _PNG_CACHE_ID, tier)
+        png = store.get_cache_blob(session, ck)
+        if png is None:
+            (sp,) = store.get_pages(session, index, index + 1)
+            png = page_png(_open_png(sp.png), tier)
+            store.put_cache(session, ck, png)
+        b64 = base64.b64encode(png).decode()
+        st.pngs[key] = b64
+        if len(st.pngs) > 512:
+            st.pngs.popitem(last=False)
+        return b64
+
+    def _boundary_png(self, st: _Thread, index: int, first_span: dict, stop_turn: int, tier: str) -> str:
+        from renderers import Turn, render_transcript
+
+        key = ("boundary", index, first_span["turn"], first_span["start"], stop_turn, tier)
+        b64 = st.pngs.get(key)
+        if b64 is None:
+            rows = st.mem.turns(first_span["turn"], stop_turn)
+            pages = render_transcript([Turn(t.role, t.content) for t in rows], st.mem.render, start=(0, first_span["start"]))
+            b64 = base64.b64encode(page_png(pages[0].image, tier, compress_level=1)).decode()
+            st.pngs[key] = b64
+            if len(st.pngs) > 512:
+                st.pngs.popitem(last=False)
+        return b64
+
+    def _text_only(self, head: list[BaseMessage], units: list[Unit], tools: list[Any],
+                   prov: Provider) -> tuple[list[BaseMessage], int, int]:
+        kept: list[BaseMessage] = []
+        used = self._measure(head, tools, prov)["tokens"]
+        n_units = 0
+        for u in reversed(units):
+            cost = self._measure(list(u.messages), [], prov)["tokens"] - prov.request_tokens
+            if kept and used + cost > self.budget:
+                break
+            kept[:0] = list(u.messages)
+            n_units += 1
+            used += cost
+        cut = 0
+        for _ in range(4):
+            over = self._measure(head + kept, tools, prov)["tokens"] - self.budget
+            if over <= 0:
+                break
+            kept, n = _shorten(kept, over + 16, self._count_text)
+            cut += n
+            if not n:
+                break
+        return head + kept, cut, n_units
+
+    # -- counting ---------------------------------------------------------------------------------
+    def _count_text(self, msgs: list[BaseMessage]) -> int:
+        counter = self.token_counter
+        if counter is not None:
+            if hasattr(counter, "get_num_tokens_from_messages"):
+                return int(counter.get_num_tokens_from_messages(msgs))
+            return int(counter(msgs))
+        return sum(self._message_tokens(m) for m in msgs)
+
+    def _message_tokens(self, m: BaseMessage) -> int:
+        key = m.id and (m.id, len(str(m.content)))
+        if key and key in self._counts:
+            return self._counts[key]
+        n = text_tokens(content_text(m))
+        for tc in getattr(m, "tool_calls", None) or []:
+            n += text_tokens(tc.get("name", "") + json.dumps(tc.get("args", {}), ensure_ascii=False)) + 4
+        if isinstance(m, ToolMessage):
+            n += 4
+        if key:
+            self._counts[key] = n
+            if len(self._counts) > 20_000:
+                self._counts.popitem(last=False)
+        return n
+
+    def _measure(self, msgs: list[BaseMessage], tools: list[Any], prov: Provider) -> dict[str, Any]:
+        """Tokens of a request by the provider's rules: text (the counter), framing, tools, images."""
+        text_msgs = [strip_images(m) for m in msgs]
+        text = self._count_text(text_msgs) if text_msgs else 0
+        if self.token_counter is None:
+            text += prov.message_tokens * len(msgs) + prov.request_tokens
+        tool_tokens = self._tool_tokens(tools)
+        images = 0
+        n_images = 0
+        for m in msgs:
+            for b in image_blocks(m):
+                images += image_tokens(b, prov)
+                n_images += 1
+        return {"tokens": text + tool_tokens + images, "text_tokens": text, "tool_tokens": tool_tokens,
+                "image_tokens": images, "images": n_images, "request_bytes": request_bytes(msgs)}
+
+    def _tool_tokens(self, tools: list[Any]) -> int:
+        if not tools:
+            return 0
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        total = 0
+        for t in tools:
+            try:
+                schema = json.dumps(convert_to_openai_tool(t), sort_keys=True, ensure_ascii=False)
+            except Exception:  # noqa: BLE001 - a provider-native tool dict: count it as written
+                schema = json.dumps(t, sort_keys=True, default=str, ensure_ascii=False)
+            key = ("tool", schema)
+            n = self._counts.get(key)
+            if n is None:
+                n = self._count_text([SystemMessage(schema)]) if self.token_counter is not None else text_tokens(schema)
+                self._counts[key] = n
+            total += n
+        return total
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def _policy(policy_cls: Any, recent_turns: int) -> Any:
+    """No exact-content turns kept as text (a unit is text only while recent, so the text part stays
+    one suffix), and a fixed decay where the planner offers one: a page changes tier only when it
+    ages or the budget forces it, so the request's leading bytes stay the same between calls and
+    provider prompt caches hit."""
+    kw: dict[str, Any] = {"recent_turns": recent_turns, "exact_share": 0.0}
+    if "fill_budget" in {f.name for f in dataclasses.fields(policy_cls)}:
+        kw["fill_budget"] = False
+    return policy_cls(**kw)
+
+
+def coerce_messages(input: Any) -> list[BaseMessage]:
+    """What `trim_messages` accepts: a PromptValue, a string, or message-likes (messages, (role,
+    text) tuples, dicts, strings)."""
+    if isinstance(input, PromptValue):
+        return input.to_messages()
+    if isinstance(input, str):
+        return [HumanMessage(input)]
+    if isinstance(input, BaseMessage):
+        return [input]
+    if not isinstance(input, Sequence):
+        raise InputError(f"OpticalCompressor takes messages, a PromptValue or a string, not {type(input).__name__}")
+    try:
+        return convert_to_messages(input)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise InputError(f"OpticalCompressor could not read the messages: {exc}") from exc
+
+
+def _no_options(kwargs: dict[str, Any]) -> None:
+    if kwargs:
+        raise InputError(f"OpticalCompressor.invoke takes no options {sorted(kwargs)}; set them on the compressor")
+
+
+def _emit(report: dict[str, Any], config: RunnableConfig | None) -> None:
+    try:
+        dispatch_custom_event("optimem_compression", report, config=config)
+    except RuntimeError:  # no run to attach it to (called outside any traced run)
+        pass
+
+
+def _with_report(out: list[BaseMessage], report: dict[str, Any]) -> list[BaseMessage]:
+    if out:
+        out = list(out)
+        out[0] = out[0].model_copy(update={"response_metadata": {**out[0].response_metadata, "optimem": report}})
+    return out
+
+
+def _image_block(prov: Provider, b64: str, tier: str) -> dict[str, Any]:
+    if prov.image_format == "openai":
+        return {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}",
+                                                   "detail": prov.tier_detail(tier) or "auto"}}
+    return {"type": "image", "base64": b64, "mime_type": "image/png"}
+
+
+def _open_png(data: bytes):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data))
+
+
+def image_tokens(block: dict[str, Any], prov: Provider) -> int:
+    """An image block's price: our pages by their tier; others by their real size (a URL we cannot
+    read is priced as the largest page)."""
+    detail = None
+    data = None
+    if block.get("type") == "image_url":
+        iu = block.get("image_url")
+        url = iu.get("url", "") if isinstance(iu, dict) else str(iu or "")
+        detail = iu.get("detail") if isinstance(iu, dict) else None
+        if url.startswith("data:") and "," in url:
+            data = url.split(",", 1)[1]
+    else:
+        data = block.get("base64") or block.get("data")
+        if block.get("source_type") not in (None, "base64") and not block.get("base64"):
+            data = None
+        detail = (block.get("extras") or {}).get("detail") if isinstance(block.get("extras"), dict) else None
+    if prov.detail is not None and detail == "low":
+        return prov.image_tokens(512, 512, "low")
+    size = _data_size(data) if data else None
+    if size is None:
+        return prov.page_tokens("large")
+    return prov.image_tokens(size[0], size[1], detail or ("high" if prov.detail is not None else None))
+
+
+_SIZES: OrderedDict = OrderedDict()
+
+
+def _data_size(data: str) -> tuple[int, int] | None:
+    """Width and height of base64 image data, from its header (PNG's is in the first bytes)."""
+    key = (len(data), data[:128], data[-32:])
+    if key in _SIZES:
+        return _SIZES[key]
+    size = None
+    for n in (96, 1 << 16, len(data)):
+        chunk = data[:n]
+        try:
+            size = image_size(base64.b64decode(chunk[: len(chunk) // 4 * 4]))
+        except (ValueError, TypeError):
+            size = None
+        if size is not None or n >= len(data):
+            break
+    _SIZES[key] = size
+    if len(_SIZES) > 4096:
+        _SIZES.popitem(last=False)
+    return size
+
+
+def request_bytes(msgs: list[BaseMessage]) -> int:
+    """Bytes of the messages as JSON (what goes over the wire, close enough to size limits)."""
+    total = 0
+    for m in msgs:
+        c = m.content
+        total += len(c.encode()) if isinstance(c, str) else len(json.dumps(c, ensure_ascii=False))
+        for tc in getattr(m, "tool_calls", None) or []:
+            total += len(json.dumps(tc, default=str))
+    return total
+
+
+def _shorten(msgs: list[BaseMessage], tokens: int, count) -> tuple[list[BaseMessage], int]:
+    """Cut about `tokens` tokens out of the longest text messages (the middle goes, with a marker)."""
+    order = sorted(range(len(msgs)), key=lambda i: -len(content_text(msgs[i])))
+    out = list(msgs)
+    n = 0
+    for i in order:
+        if tokens <= 0:
+            break
+        m = out[i]
+        text = content_text(m)
+        have = count([HumanMessage(text)])
+        if have < 64:
+            continue
+        drop = min(have - 32, tokens)
+        keep_chars = int(len(text) * (have - drop) / have)
+        if keep_chars >= len(text):
+            continue
+        half = max(keep_chars // 2, 1)
+        cut = len(text) - 2 * half
+        new = f"{text[:half]}\n[... {cut} characters cut to fit the context budget ...]\n{text[-half:]}"
+        out[i] = m.model_copy(update={"content": new})
+        tokens -= drop
+        n += 1
+    return out, n
