@@ -1,8 +1,8 @@
 """Throwaway Redis on loopback for benchmarks and tests: one node, or a Redis Cluster of 3 masters + 3 replicas.
 
 Each node is a real `redis-server` process on a free loopback port with its own temporary directory,
-no RDB snapshots and (by default) no AOF, so starting and tearing down takes about a second per
-cluster. The cluster is built the way an operator builds one (`redis-cli --cluster create ...
+an append-only file fsynced every second (what the store asks of a production Redis) and no RDB
+snapshots. The cluster is built the way an operator builds one (`redis-cli --cluster create ...
 --cluster-replicas 1`) and is handed over only when every node reports `cluster_state:ok` and every
 replica's link to its master is up, so failover and `WAIT` work from the first write.
 
@@ -71,12 +71,13 @@ class RedisNode:
     dir: Path
     cluster: bool = False
     node_timeout_ms: int = 1000
-    appendonly: bool = False
+    appendonly: bool = True  # what optimem's store asks of a production Redis (AOF, fsync every second)
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self, timeout: float = 10.0) -> "RedisNode":
         args = [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no",
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+                "--daemonize", "no",
                 "--logfile", str(self.dir / "redis.log")]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",

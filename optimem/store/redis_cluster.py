@@ -43,9 +43,6 @@ from optimem.store.redis import RedisStore
 log = logging.getLogger(__name__)
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
-# Writes of RedisStore (and of what may be added to it): with durable=N each is followed by WAIT.
-_WRITES = ("append_turns", "set_pinned", "put_pages", "set_floors", "set_meta", "put_cache", "delete_cache",
-           "delete_session", "forget_document", "put_document_pages", "seal_pages")
 _OWN_PARAMS = ("durable", "wait_ms", "retry_s")
 
 
@@ -89,6 +86,31 @@ def parse_cluster_url(url: str) -> dict[str, Any]:
     return opts
 
 
+_CLASSES: dict[str, type] = {}
+
+
+def _cluster_class() -> type:
+    """redis-py's RedisCluster whose transaction pipelines answer `explicit_transaction` (has `multi()`
+    been called?) as standalone pipelines do; RedisStore's WATCH/MULTI bodies ask it to tell a
+    transaction that decided to write nothing."""
+    if not _CLASSES:
+        from redis.cluster import ClusterPipeline, RedisCluster
+
+        class _Pipeline(ClusterPipeline):
+            @property
+            def explicit_transaction(self) -> bool:
+                return bool(getattr(self._execution_strategy, "_explicit_transaction", False))
+
+        class _RedisCluster(RedisCluster):
+            def pipeline(self, transaction=None, shard_hint=None):
+                pipe = super().pipeline(transaction, shard_hint)
+                pipe.__class__ = _Pipeline
+                return pipe
+
+        _CLASSES["cluster"] = _RedisCluster
+    return _CLASSES["cluster"]
+
+
 class RedisClusterStore(RedisStore):
     """`RedisStore` through redis-py's `RedisCluster` client; see the module docstring for what differs."""
 
@@ -109,59 +131,69 @@ class RedisClusterStore(RedisStore):
                 # No retries inside redis-py: it would resend a command whose connection broke after it
                 # was sent, and an append resent that way can be stored twice. `_call` retries instead,
                 # knowing which calls are safe to repeat. MOVED/ASK/TRYAGAIN are still followed inside.
-                client = RedisCluster(
+                client = _cluster_class()(
                     startup_nodes=[ClusterNode(h, p) for h, p in opts["seeds"]],
                     username=opts["username"], password=opts["password"], ssl=opts["ssl"],
                     retry=Retry(NoBackoff(), 0), require_full_coverage=True,
                     socket_timeout=10, socket_connect_timeout=2, health_check_interval=30)
             except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
                 raise StoreError(f"cannot reach Redis Cluster at {opts['seeds']}: {exc}") from exc
+        elif type(client) is RedisCluster:
+            client.__class__ = _cluster_class()  # RedisStore's transactions ask pipelines `explicit_transaction`
         parsed = urlparse(url)
         store_url = parsed._replace(query=opts["store_query"]).geturl()
         super().__init__(store_url, client=client)
         self.url = url
         self._node_clients: dict[tuple[str, int], Any] = {}
         self._node_lock = threading.Lock()
-        from redis.exceptions import (ClusterDownError, ConnectionError, MasterDownError, RedisClusterException,
-                                      RedisError, SlotNotCoveredError, TimeoutError, TryAgainError)
+        from redis.exceptions import (AskError, ClusterDownError, ClusterError, ConnectionError, MasterDownError,
+                                      RedisClusterException, RedisError, SlotNotCoveredError, TimeoutError,
+                                      TryAgainError)
 
         self._errors_all = (RedisError, RedisClusterException)
-        # the command was not carried out: safe to send again whatever it was
-        self._not_applied = (ClusterDownError, SlotNotCoveredError, TryAgainError, MasterDownError)
+        # the command was not carried out: safe to send again whatever it was. A redirect (MOVED/ASK,
+        # AskError is MOVED's base) reaching us comes from a transaction, which Redis aborted; ClusterError
+        # is redis-py giving up after many redirects ("TTL exhausted").
+        self._not_applied = (ClusterDownError, SlotNotCoveredError, TryAgainError, MasterDownError, AskError,
+                             ClusterError)
         self._maybe_applied = (ConnectionError, TimeoutError)
 
     # -- retries ----------------------------------------------------------------------------------
     def _call(self, fn: Callable[[], Any]) -> Any:
+        """RedisStore's `_call`, retried across topology changes for up to `retry_s` seconds.
+
+        Retried: anything Redis did not carry out (CLUSTERDOWN, TRYAGAIN, a redirect that aborted a
+        transaction, a refused connection), and every read. A write whose connection broke after it was
+        sent is retried only when it is an append whose turns all carry a `key` (the script makes the
+        resend a no-op); any other such write raises `StoreError` saying it may have been applied."""
+        if not self._persistence_checked:
+            self._check_persistence()
+        writing = getattr(self._tl_store, "writing", False)
         deadline = time.monotonic() + self.retry_s
         delay = 0.05
         while True:
             try:
                 return fn()
             except self._errors_all as exc:
-                retry = isinstance(exc, self._not_applied) or (
-                    isinstance(exc, self._maybe_applied)
-                    and (self._idempotent() or self._refused_before_sending(exc)))
-                if retry and time.monotonic() + delay < deadline:
+                maybe = isinstance(exc, self._maybe_applied) and "connecting to" not in str(exc)
+                # redis-py words a failed connect "Error N connecting to host:port": nothing was sent then
+                safe = not maybe or not writing or getattr(self._local, "keyed", False)
+                retryable = isinstance(exc, self._not_applied + self._maybe_applied)
+                if retryable and safe and time.monotonic() + delay < deadline:
                     log.info("Redis Cluster call failed (%s); refreshing the topology and retrying", exc)
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 1.0)
                     self._refresh()
                     continue
-                if isinstance(exc, self._maybe_applied) and not self._idempotent():
+                if not writing:
+                    raise StoreError(f"Redis Cluster read failed ({self.url}): {exc}") from exc
+                if maybe:
                     raise StoreError(
-                        f"Redis Cluster call failed ({self.url}): {exc}; the connection broke after the "
-                        "write was sent, so it may have been applied: read the session back before writing "
-                        "it again") from exc
-                raise StoreError(f"Redis Cluster call failed ({self.url}): {exc}; nothing was half-written "
-                                 f"(retried for up to {self.retry_s:g} s)") from exc
-
-    @staticmethod
-    def _refused_before_sending(exc: Exception) -> bool:
-        # redis-py words a failure to connect "Error N connecting to host:port": nothing was sent then
-        return "connecting to" in str(exc)
-
-    def _idempotent(self) -> bool:
-        return not getattr(self._local, "not_idempotent", False)
+                        f"Redis Cluster write failed ({self.url}): {exc}; it may have been applied (the connection "
+                        "broke or timed out after the request was sent). Retry with the same turn keys to make the "
+                        "retry a no-op, or read the session back before writing again") from exc
+                raise StoreError(f"Redis Cluster write failed ({self.url}): {exc}; nothing was written "
+                                 f"(retried for {self.retry_s:g} s)") from exc
 
     def _refresh(self) -> None:
         try:
@@ -169,25 +201,25 @@ class RedisClusterStore(RedisStore):
         except Exception as exc:  # noqa: BLE001 - no node answered yet; the next attempt tries again
             log.debug("topology refresh failed: %s", exc)
 
+    def _keys(self, session: str) -> dict[str, str]:
+        keys = super()._keys(session)
+        self._local.session = session  # which slot a durable write waits on (every method reads its keys first)
+        return keys
+
     def append_turns(self, session: str, turns: list[dict[str, Any]]) -> list[int]:
-        # an append resent after a broken connection could store the turns twice, unless each carries
-        # its own id (then the store's script makes the resend a no-op)
-        keyed = bool(turns) and all(isinstance(t, dict) and t.get("id") is not None for t in turns)
-
-        def write() -> list[int]:
-            self._local.not_idempotent = not keyed
-            try:
-                return super(RedisClusterStore, self).append_turns(session, turns)
-            finally:
-                self._local.not_idempotent = False
-
-        return self._durably(session, write)
+        # keyed turns make a resent append a no-op, so an ambiguous failure may be retried
+        self._local.keyed = bool(turns) and all(isinstance(t, dict) and t.get("key") for t in turns)
+        try:
+            return super().append_turns(session, turns)
+        finally:
+            self._local.keyed = False
 
     # -- durability -------------------------------------------------------------------------------
-    def _durably(self, session: str, write: Callable[[], Any]) -> Any:
-        result = write()
+    def _write(self, fn: Callable[[], Any]) -> Any:
+        """Every write of RedisStore passes here; with durable=N it returns once N replicas have it."""
+        result = super()._write(fn)
         if self.durable:
-            self._wait_replicas(session)
+            self._wait_replicas(self._local.session)
         return result
 
     def _node_client(self, host: str, port: int) -> Any:
@@ -248,17 +280,3 @@ class RedisClusterStore(RedisStore):
             c.close()
         super().close()
 
-
-def _durable_write(name: str) -> Callable:
-    def method(self: RedisClusterStore, session: str, *args: Any, **kwargs: Any) -> Any:
-        parent = getattr(super(RedisClusterStore, self), name)
-        return self._durably(session, lambda: parent(session, *args, **kwargs))
-
-    method.__name__ = name
-    method.__doc__ = f"`RedisStore.{name}`, followed by WAIT for `durable` replicas when the URL asks for it."
-    return method
-
-
-for _name in _WRITES:
-    if _name != "append_turns" and hasattr(RedisStore, _name):
-        setattr(RedisClusterStore, _name, _durable_write(_name))

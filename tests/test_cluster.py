@@ -1,0 +1,133 @@
+"""The Redis store on a real Redis Cluster (3 masters + 3 replicas on loopback): slots, failover, resharding.
+
+The store contract tests (tests/test_store.py, test_langchain.py) also run on the session-wide cluster
+through the `store_url` fixture; this file has its own cluster because it kills and reshards nodes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from optimem.errors import ConfigError, StoreError
+from optimem.store import StoredPage, open_store
+from optimem.store.redis_cluster import parse_cluster_url
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from redis_cluster import start_cluster_or_skip  # tests/redis_cluster.py
+
+    c = start_cluster_or_skip(node_timeout_ms=1000)
+    yield c
+    c.cleanup()
+
+
+def test_cluster_url_parsing():
+    o = parse_cluster_url("redis+cluster://u:pw@10.0.0.1:7000,10.0.0.2:7001/?prefix=app&ttl=60&durable=1&wait_ms=500")
+    assert o["seeds"] == [("10.0.0.1", 7000), ("10.0.0.2", 7001)] and o["username"] == "u" and o["password"] == "pw"
+    assert o["durable"] == 1 and o["wait_ms"] == 500 and "prefix=app" in o["store_query"] and "durable" not in o["store_query"]
+    assert parse_cluster_url("rediss+cluster://h:1")["ssl"]
+    for bad in ("redis+cluster://h/", "redis+cluster://h:x/", "redis+cluster://h:1/3", "redis+cluster://h:1/?durable=x",
+                "redis+cluster://h:1/?wait_ms=0", "redis+cluster://h:99999/"):
+        with pytest.raises(ConfigError):
+            parse_cluster_url(bad)
+
+
+def test_unreachable_cluster_is_a_store_error():
+    from optimem.bench.redis_local import free_port_pair
+
+    with pytest.raises(StoreError, match="cannot reach Redis Cluster"):
+        open_store(f"redis+cluster://127.0.0.1:{free_port_pair()}/")
+
+
+def test_every_command_stays_in_the_session_slot(cluster):
+    """Scripts and transactions name only one session's keys: one slot per session, whatever the op."""
+    from redis.crc import key_slot
+
+    st = open_store(cluster.url + "?prefix=slots")
+    sent: list[tuple] = []
+    real = st.client.execute_command
+
+    def spy(*args, **kw):
+        sent.append(args)
+        return real(*args, **kw)
+
+    st.client.execute_command = spy
+    for s in ("alice", "bob", "c.d-e_f"):
+        st.append_turns(s, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+        st.set_pinned(s, 1, True)
+        st.put_pages(s, [StoredPage(0, [{"turn": 0, "start": 0, "end": 1}], "x", 1, "h0", png=b"p")], meta={"a": 1})
+        st.set_floors(s, {0: "small"})
+        st.put_cache(s, "h0|m|tiny", b"blob")
+        st.get_turns(s), st.get_pages(s), st.stats(s)
+    # every keyed command the client sent (scripts: their KEYS) hashes to the slot of its session
+    for args in sent:
+        name = str(args[0]).upper()
+        if name in ("EVALSHA", "EVAL"):
+            keys = args[3:3 + int(args[2])]
+        elif name in ("SCRIPT LOAD", "SCRIPT", "SCAN", "WAIT"):
+            continue
+        else:
+            keys = args[1:2]
+        slots = {key_slot(k.encode() if isinstance(k, str) else k) for k in keys}
+        assert len(slots) == 1, f"{args[:4]} spans slots {slots}"
+    assert sorted(st.list_sessions()) == ["alice", "bob", "c.d-e_f"]
+    st.delete_session("bob")
+    assert st.list_sessions() == ["alice", "c.d-e_f"]
+
+
+def test_list_sessions_spans_every_master_and_no_other_prefix(cluster):
+    st = open_store(cluster.url + "?prefix=lst")
+    other = open_store(cluster.url + "?prefix=lst2")
+    names = [f"u{i}" for i in range(60)]
+    for n in names:
+        st.append_turns(n, [{"role": "user", "content": n}])
+    other.append_turns("intruder", [{"role": "user", "content": "x"}])
+    masters = {cluster.master_of_slot(st.client.keyslot(f"lst:{{{n}}}:meta")) for n in names}
+    assert len(masters) == 3  # the sessions really are spread over the three masters
+    assert st.list_sessions() == sorted(names)
+    assert other.list_sessions() == ["intruder"]
+
+
+def test_durable_writes_wait_for_a_replica(cluster):
+    st = open_store(cluster.url + "?prefix=dur&durable=1&wait_ms=2000")
+    assert st.append_turns("d", [{"role": "user", "content": "x"}]) == [0]
+    st.put_pages("d", [StoredPage(0, [{"turn": 0, "start": 0, "end": 1}], "x", 1, "h0", png=b"p")])
+    # asking for more replicas than exist: applied on the master, but the caller is told it is not durable
+    st3 = open_store(cluster.url + "?prefix=dur&durable=3&wait_ms=200")
+    with pytest.raises(StoreError, match="replicas confirmed"):
+        st3.append_turns("d", [{"role": "user", "content": "y"}])
+    assert [t.content for t in st.get_turns("d")] == ["x", "y"]
+
+
+def test_failover_kill9_master_async_replication(cluster):
+    from optimem.bench.store import failover_trial
+
+    r = failover_trial(cluster, durable=0, tag="ta", max_s=20)
+    print(r)
+    assert r["promoted_port"] not in (None, r["killed_port"]), r
+    assert r["writes_resumed_after_s"] is not None and r["writes_resumed_after_s"] < 15, r
+    assert r["duplicates"] == 0, r
+    assert r["acknowledged"] > 50, r
+    # asynchronous replication: a loss is possible by design; the bench reports it (benchmarks/results/store.json)
+
+
+def test_failover_kill9_master_durable_loses_nothing(cluster):
+    from optimem.bench.store import failover_trial
+
+    r = failover_trial(cluster, durable=1, tag="tb", max_s=20)
+    print(r)
+    assert r["writes_resumed_after_s"] is not None and r["writes_resumed_after_s"] < 15, r
+    assert r["lost_acknowledged"] == 0 and r["duplicates"] == 0, r
+    assert r["acknowledged"] > 50, r
+
+
+def test_resharding_under_writes_surfaces_no_error_and_loses_nothing(cluster):
+    from optimem.bench.store import reshard_trial
+
+    r = reshard_trial(cluster, sessions=6, slots=200)
+    print(r)
+    assert r["sessions_now_on_target"], r
+    assert r["errors_surfaced"] == 0, r
+    assert r["lost_acknowledged"] == 0 and r["duplicates"] == 0, r
+    assert r["operations"] > 50, r
