@@ -210,7 +210,13 @@ class Style:
             face = self.faces[0]
             _, _, _, adv = face.raster(" ")
             return Cell(np.zeros((h, self.mono_cell or adv), np.uint8), face.name)
-        for face in self.faces:
+        # emoji-block characters take the emoji face first: DejaVu has a few emoticons (U+1F600...)
+        # in its own text style, which would mix two designs on one line
+        faces = self.faces
+        emoji = self.shaping.get("emoji")
+        if emoji is not None and ord(ch) >= 0x1F000 and emoji.has(ch):
+            faces = [emoji]
+        for face in faces:
             if face.has(ch):
                 bmp, left, top, adv = face.raster(ch)
                 if self.mono_cell and adv <= self.mono_cell:

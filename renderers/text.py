@@ -90,6 +90,10 @@ _KANA = re.compile("[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
 _HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
 _SIMPLIFIED = frozenset("这个们来说时会对过还发后开关实现点体与从种应进无问题电话经样让头见书长马门车东气听写认记忆欢爱号压缩图层级语为么里边动华历帮给觉谢请读网页码机钟钱买卖飞鸟鱼龙业产总统区县场报纸节岁归药汉简冲较渲编视标与随时测选据")
 _TRADITIONAL = frozenset("這個們來說時會對過還發後開關實現點體與從種應進無問題電話經樣讓頭見書長馬門車東氣聽寫認記憶歡愛號壓縮圖層級語為麼裡邊動華歷幫給覺謝請讀網頁碼機鐘錢買賣飛鳥魚龍業產總統區縣場報紙節歲歸藥漢簡衝較編視標隨測選據")
+# the subsets Japanese never writes (shinjitai replaced the traditional forms; the simplified
+# ones are Chinese only): enough to call a Han-only paragraph Chinese inside a Japanese turn
+_TRADITIONAL_NOT_JA = frozenset("這們說會對發關實點體與從應經樣讓氣聽寫歡號壓圖麼裡邊歷幫覺讀錢賣產總區縣歲歸藥隨據")
+_SIMPLIFIED_NOT_JA = _SIMPLIFIED - frozenset("会号写区点体与来")
 _LANG_FACE = {"ja": "JP", "jp": "JP", "ko": "KR", "kr": "KR", "zh": "SC", "zh-cn": "SC", "zh-sg": "SC",
               "zh-hans": "SC", "zh-tw": "TC", "zh-hant": "TC", "zh-mo": "TC", "zh-hk": "HK"}
 
@@ -123,7 +127,8 @@ def paragraph_face(s: str, start: int, stop: int, turn: tuple[str | None, str | 
 
     In order: kana means Japanese and Hangul Korean; then the turn's metadata language; then
     Traditional or Simplified Chinese by whichever form's frequent characters the paragraph has
-    more of; then the turn's own kana or Hangul (a kanji-only line of a Japanese turn is Japanese).
+    more of (in a turn with kana or Hangul elsewhere, only characters Japanese never writes count,
+    so a kanji-only line of a Japanese turn stays Japanese); then the turn's own kana or Hangul.
     """
     if CJK_RUN.search(s, start, stop) is None:
         return None
@@ -135,8 +140,9 @@ def paragraph_face(s: str, start: int, stop: int, turn: tuple[str | None, str | 
     if told:
         return told
     chars = s[start : min(stop, start + 4000)]
-    trad = sum(ch in _TRADITIONAL for ch in chars)
-    simp = sum(ch in _SIMPLIFIED for ch in chars)
+    trad_set, simp_set = (_TRADITIONAL_NOT_JA, _SIMPLIFIED_NOT_JA) if guess else (_TRADITIONAL, _SIMPLIFIED)
+    trad = sum(ch in trad_set for ch in chars)
+    simp = sum(ch in simp_set for ch in chars)
     if trad != simp:
         return "TC" if trad > simp else "SC"
     return guess
