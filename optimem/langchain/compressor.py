@@ -46,11 +46,12 @@ from pydantic import ConfigDict, PrivateAttr
 
 from optimem.errors import ConfigError, InputError, ModelError
 from optimem.langchain.units import Unit, content_text, group_units, image_blocks, strip_images
-from optimem.providers import Provider, get_provider, image_size, page_png, text_tokens
+from optimem.providers import Provider, get_provider, image_size, page_png, text_tokens, tier_size
 
 log = logging.getLogger(__name__)
 _SESSION_OK = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _PNG_CACHE_ID = "lc-page-png-g4"  # the cache namespace of page PNGs as sent (16-level grey)
+_PENDING = "optimem_pending"  # a page image not drawn yet (priced by its tier while the plan is checked)
 _HEADER = "Earlier conversation, as page images (oldest first):"
 
 
@@ -93,7 +94,9 @@ class _Thread:
     keys: list[str]
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     adjust: int = 0  # tokens the planner's estimate fell short by, learned per thread
-    pages: dict[int, tuple[str, list[dict]]] = dataclasses.field(default_factory=dict)
+    pages: dict[int, tuple[str, list[dict]]] = dataclasses.field(default_factory=dict)  # index -> (hash, spans)
+    starts: dict[int, int] = dataclasses.field(default_factory=dict)  # unit -> page its text starts on
+    masters: OrderedDict = dataclasses.field(default_factory=OrderedDict)  # boundary pages as drawn
     pngs: OrderedDict = dataclasses.field(default_factory=OrderedDict)  # (hash, tier) -> base64
 
 
@@ -241,7 +244,9 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                 if over <= 0:
                     if over < -self.budget // 10 and st.adjust > 0:  # give back what is no longer needed
                         st.adjust = max(0, st.adjust - (-over) // 2)
-                    info.update(measured, attempts=attempt + 1, degraded=False, cut_messages=0)
+                    out = self._materialize(st, prov, out)  # page images are drawn only for the plan that fits
+                    info.update(measured, attempts=attempt + 1, degraded=False, cut_messages=0,
+                                request_bytes=request_bytes(out))
                     return out, info
                 st.adjust += over + 8
         # text only: the newest whole units that fit, the newest messages cut if even they do not
@@ -298,7 +303,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
 
                 st.mem = OpticalMemory(st.mem.session, st.mem.store, render=self.render, backend=st.mem.backend,
                                        policy=st.mem.policy)
-                st.keys, st.pages, st.adjust = [], {}, 0
+                st.keys, st.pages, st.starts, st.adjust = [], {}, {}, 0
                 n, reset = 0, True
         new = committed[n:]
         if new:
@@ -316,34 +321,43 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
     def _assemble(self, st: _Thread, prov: Provider, plan: Any, committed: list[Unit],
                   other: list[BaseMessage]) -> tuple[list[BaseMessage], dict[str, Any]]:
         text_ids = sorted(t for s in plan.segments if s.kind == "text" for t in s.turns)
-        first_text = text_ids[0] if text_ids else len(committed)
+        planned = text_ids[0] if text_ids else len(committed)
+        self._load_pages(st)
+        first_text = self._snap(st, planned, len(committed))
         text_ids = list(range(first_text, len(committed)))  # a suffix: no pins or exact turns here
         text_msgs = [m for i in text_ids for m in committed[i].messages]
-        shown = [(p, s.tier) for s in plan.segments if s.kind == "page" for p in s.pages]
-        self._load_pages(st, [p for p, _ in shown])
-        entries: list[tuple[int, int, str, dict[str, Any]]] = []  # (first turn, last turn, tier, image block)
-        for p, tier in shown:
+        plan_tiers = {p: s.tier for s in plan.segments if s.kind == "page" for p in s.pages}
+        # every page holding a unit older than the text part, from the plan's oldest shown page on;
+        # pages the plan left to text (units moved to pages by the snap) take its newest page's tier
+        if plan_tiers:
+            lo = min(plan_tiers)
+            extra_tier = plan_tiers[max(plan_tiers)]
+        else:
+            lo = next((i for i in range(len(st.pages)) if st.pages[i][1][-1]["turn"] >= planned), len(st.pages))
+            extra_tier = st.mem.backend.ladder.names[-1]
+        entries: list[tuple[int, int, int, str, dict[str, Any]]] = []  # (page, first turn, last turn, tier, block)
+        for p in range(lo, len(st.pages)):
             h, spans = st.pages[p]
             t0, t1 = spans[0]["turn"], spans[-1]["turn"]
             if t0 >= first_text:
-                continue  # wholly text
+                break  # this page and the later ones hold only text units
+            tier = plan_tiers.get(p, extra_tier)
             if t1 >= first_text:  # the boundary page: drawn again with only its older units
-                b64 = self._boundary_png(st, p, spans[0], first_text, tier)
+                make: tuple = ("boundary", p, spans[0]["turn"], spans[0]["start"], first_text, tier)
                 t1 = first_text - 1
             else:
-                b64 = self._page_b64(st, p, h, tier)
-            entries.append((p, t0, t1, tier, _image_block(prov, b64, tier)))
+                make = ("page", p, h, tier)
+            entries.append((p, t0, t1, tier, {"type": "image", _PENDING: make}))
         # provider limits: the oldest pages go first
         max_images = self.max_images if self.max_images is not None else prov.max_images
         max_bytes = self.max_request_bytes if self.max_request_bytes is not None else prov.max_request_bytes
         n_img = sum(len(image_blocks(m)) for m in other + text_msgs) + len(entries)
-        size = request_bytes(other + text_msgs) + sum(len(e[4]["image_url"]["url"] if "image_url" in e[4] else e[4]["base64"]) + 120
-                                                      for e in entries)
+        size = request_bytes(other + text_msgs) + sum(self._b64_len(st, e[4][_PENDING]) + 120 for e in entries)
         capped = 0
         while entries and ((max_images is not None and n_img > max_images) or (max_bytes is not None and size > max_bytes)):
             e = entries.pop(0)
             n_img -= 1
-            size -= len(e[4]["image_url"]["url"] if "image_url" in e[4] else e[4]["base64"]) + 120
+            size -= self._b64_len(st, e[4][_PENDING]) + 120
             capped += 1
         blocks: list[dict[str, Any]] = []
         tiers: dict[str, int] = {}
@@ -362,12 +376,53 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         return body, {"pages": len(entries), "page_tiers": tiers, "text_units": len(text_ids) + 1,
                       "omitted_units": omitted, "capped_pages": capped, "plan_tokens": plan.total_tokens}
 
-    def _load_pages(self, st: _Thread, indices: list[int]) -> None:
-        missing = [i for i in indices if i not in st.pages]
-        if not missing:
-            return
-        for sp in st.mem.store.get_pages(st.mem.session, min(missing), max(missing) + 1, with_png=False):
+    def _b64_len(self, st: _Thread, make: tuple) -> int:
+        """Bytes a pending page will take (its PNG's when made before; else a generous estimate)."""
+        key = (make[2], make[3]) if make[0] == "page" else make
+        b64 = st.pngs.get(key)
+        if b64 is not None:
+            return len(b64)
+        size = tier_size(make[-1])
+        return int(size * size * 0.1)  # 16-level grey text pages: ~0.4 bit a pixel, base64 4/3
+
+    def _materialize(self, st: _Thread, prov: Provider, out: list[BaseMessage]) -> list[BaseMessage]:
+        for i, m in enumerate(out):
+            if isinstance(m.content, list) and any(isinstance(b, dict) and _PENDING in b for b in m.content):
+                blocks = []
+                for b in m.content:
+                    if isinstance(b, dict) and _PENDING in b:
+                        make = b[_PENDING]
+                        if make[0] == "page":
+                            b64 = self._page_b64(st, make[1], make[2], make[3])
+                        else:
+                            b64 = self._boundary_png(st, *make[1:])
+                        b = _image_block(prov, b64, make[-1])
+                    blocks.append(b)
+                out = out[:i] + [m.model_copy(update={"content": blocks})] + out[i + 1:]
+        return out
+
+    def _load_pages(self, st: _Thread) -> None:
+        """Spans and hashes of the pages sealed since the last call (sealed pages never change)."""
+        for sp in st.mem.store.get_pages(st.mem.session, len(st.pages), with_png=False):
             st.pages[sp.index] = (sp.content_hash, sp.spans)
+            for span in sp.spans:
+                if not span["continued"]:
+                    st.starts[span["turn"]] = sp.index
+
+    def _snap(self, st: _Thread, first_text: int, n_units: int) -> int:
+        """Move the start of the text part forward to the first unit that starts on a later page
+        than the planned one (or to the first unit not wholly on sealed pages, which must be text).
+        The page drawn again without the text units then stays the same while the plan's boundary
+        moves within one page: it is drawn once, not on every call."""
+        page = st.starts.get(first_text)
+        if page is None or not st.pages:
+            return first_text
+        last = st.pages[len(st.pages) - 1][1][-1]
+        uncovered = last["turn"] if last["continues"] else last["turn"] + 1
+        u = first_text
+        while u < min(uncovered, n_units) and st.starts.get(u) == page:
+            u += 1
+        return min(u, uncovered, n_units)
 
     def _page_b64(self, st: _Thread, index: int, content_hash: str, tier: str) -> str:
         """The page at `tier` as sent: made once, kept in the store's cache and in memory."""
@@ -391,15 +446,23 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             st.pngs.popitem(last=False)
         return b64
 
-    def _boundary_png(self, st: _Thread, index: int, first_span: dict, stop_turn: int, tier: str) -> str:
+    def _boundary_png(self, st: _Thread, index: int, turn: int, start: int, stop_turn: int, tier: str) -> str:
+        """Page `index` drawn again with only the units before `stop_turn` (its master is kept, so
+        a change of tier costs a resize, not a render)."""
         from renderers import Turn, render_transcript
 
-        key = ("boundary", index, first_span["turn"], first_span["start"], stop_turn, tier)
+        key = ("boundary", index, turn, start, stop_turn, tier)
         b64 = st.pngs.get(key)
         if b64 is None:
-            rows = st.mem.turns(first_span["turn"], stop_turn)
-            pages = render_transcript([Turn(t.role, t.content) for t in rows], st.mem.render, start=(0, first_span["start"]))
-            b64 = base64.b64encode(page_png(pages[0].image, tier, compress_level=1)).decode()
+            mkey = (index, turn, start, stop_turn)
+            master = st.masters.get(mkey)
+            if master is None:
+                rows = st.mem.turns(turn, stop_turn)
+                master = render_transcript([Turn(t.role, t.content) for t in rows], st.mem.render, start=(0, start))[0].image
+                st.masters[mkey] = master
+                while len(st.masters) > 4:
+                    st.masters.popitem(last=False)
+            b64 = base64.b64encode(page_png(master, tier, compress_level=1)).decode()
             st.pngs[key] = b64
             if len(st.pngs) > 512:
                 st.pngs.popitem(last=False)
@@ -554,6 +617,8 @@ def _open_png(data: bytes):
 def image_tokens(block: dict[str, Any], prov: Provider) -> int:
     """An image block's price: our pages by their tier; others by their real size (a URL we cannot
     read is priced as the largest page)."""
+    if _PENDING in block:
+        return prov.page_tokens(block[_PENDING][-1])
     detail = None
     data = None
     if block.get("type") == "image_url":
