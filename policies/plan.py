@@ -258,10 +258,14 @@ class Plan:
                          f"page {s.pages.start}" if n == 1 else f"pages {s.pages.start}-{s.pages.stop - 1}")
                 what = "dropped" if s.kind == "dropped" else f"{s.tier} ({s.tokens} tokens)"
                 lines.append(f"{span} ({pages}): {what}, {s.reason}")
+        # below 1x the images cost more than the text they hold: say so with two significant digits
+        # rather than rounding to "0.0x"
+        ratio = ("no page shown" if not self.page_tokens else f"{self.compression:.1f}x" if self.compression >= 1
+                 else f"{self.compression:.2g}x, the images cost more than their text")
         lines.append(
             f"total {self.total_tokens}/{self.available + self.overhead_tokens} tokens "
             f"(template {self.overhead_tokens}); {self.text_tokens_represented} text tokens "
-            f"represented; pages {self.page_text_tokens}->{self.page_tokens} ({self.compression:.1f}x)"
+            f"represented; pages {self.page_text_tokens}->{self.page_tokens} ({ratio})"
         )
         return "\n".join(lines)
 

@@ -198,3 +198,26 @@ def test_langchain_roles_are_accepted_the_same_way_everywhere(capsys, tmp_path):
     for cmd in (["render", str(bad), "--out", str(tmp_path / "q")], ["plan", str(bad), "--budget", "2000"]):
         rc, _, err = cli(capsys, *cmd)
         assert rc == 2 and one_line_error(err, "line 2", "unknown role 'narrator'", "human")
+
+
+# -- plan --------------------------------------------------------------------------------------------
+def test_plan_explanation_lists_each_turn_once_and_prints_honest_ratios(capsys, chat):
+    from policies import Ladder, PageInfo, TierCost, TurnInfo, plan
+
+    rc, out, _ = cli(capsys, "plan", str(BUNDLED), "--budget", "8000", "--json")
+    assert rc == 0
+    seen: list[int] = [t for s in json.loads(out)["segments"] for t in s["turns"]]
+    assert len(seen) == len(set(seen))  # no turn under two segments
+    rc, out, _ = cli(capsys, "plan", str(BUNDLED), "--budget", "8000")
+    listed = []
+    for line in out.splitlines()[:-1]:
+        head = line.split(":")[0].split(" (")[0]
+        if head.startswith("turn"):
+            a, _, b = head.split(" ")[1].partition("-")
+            listed += range(int(a), int(b or a) + 1)
+    assert len(listed) == len(set(listed)), out
+    rc, out, _ = cli(capsys, "plan", str(chat), "--budget", "2000")
+    assert "(no page shown)" in out and "0.0x" not in out
+    ladder = Ladder((TierCost("large", 421, 0.99), TierCost("tiny", 73, 0.86)))
+    p = plan([TurnInfo(i, 5) for i in range(10)], [PageInfo(0, 0, 7, 40)], 4000, ladder)
+    assert "(0.095x, the images cost more than their text)" in p.explain()
