@@ -38,19 +38,37 @@ def encode(tensor: Any, *, model: str, tier: str, content_hash: str) -> bytes:
     return MAGIC + struct.pack(">I", len(head)) + head + payload
 
 
+MAX_HEADER_BYTES = 4096
+_HEADER_KEYS = {"dtype": str, "shape": list, "model": str, "tier": str, "content_hash": str, "sha256": str}
+
+
 def decode_header(blob: bytes) -> dict[str, Any]:
+    """The header of a cache entry, checked field by field: any malformed entry (bit flips,
+    truncation, a foreign blob) raises `CacheCorruptError` and nothing else."""
     if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) < len(MAGIC) + 4:
         raise CacheCorruptError("cache entry too short")
     if bytes(blob[: len(MAGIC)]) != MAGIC:
         raise CacheCorruptError("cache entry has no optimem header")
     (n,) = struct.unpack(">I", blob[len(MAGIC) : len(MAGIC) + 4])
     start = len(MAGIC) + 4
+    if n > MAX_HEADER_BYTES:
+        raise CacheCorruptError(f"cache entry header length {n} is implausible (over {MAX_HEADER_BYTES} bytes)")
     if start + n > len(blob):
         raise CacheCorruptError("cache entry header truncated")
     try:
-        header = json.loads(bytes(blob[start : start + n]))
-    except ValueError as exc:
+        header = json.loads(bytes(blob[start : start + n]).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
         raise CacheCorruptError(f"cache entry header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise CacheCorruptError("cache entry header is not a JSON object")
+    for key, kind in _HEADER_KEYS.items():
+        if not isinstance(header.get(key), kind):
+            raise CacheCorruptError(f"cache entry header field {key!r} is missing or not a {kind.__name__}")
+    if header["dtype"] not in _NUMPY_DTYPES and header["dtype"] != "bfloat16":
+        raise CacheCorruptError(f"cache entry has unknown dtype {header['dtype']!r}")
+    shape = header["shape"]
+    if len(shape) > 8 or not all(type(d) is int and 0 <= d < 2**31 for d in shape):
+        raise CacheCorruptError(f"cache entry has an invalid shape {shape!r}")
     header["_offset"] = start + n
     return header
 
@@ -62,15 +80,15 @@ def decode(blob: bytes, *, model: str, tier: str, content_hash: str) -> tuple[st
     """
     header = decode_header(blob)
     for key, want in (("model", model), ("tier", tier), ("content_hash", content_hash)):
-        if header.get(key) != want:
-            raise CacheCorruptError(f"cache entry is for {key}={header.get(key)!r}, not {want!r}")
+        if header[key] != want:
+            raise CacheCorruptError(f"cache entry is for {key}={header[key]!r}, not {want!r}")
     payload = bytes(blob[header["_offset"] :])
-    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
         raise CacheCorruptError("cache entry checksum mismatch (corrupted or truncated)")
     dtype = header["dtype"]
-    np_dtype = np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
+    np_dtype = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
     shape = tuple(header["shape"])
-    expected = int(np.prod(shape)) * np.dtype(np_dtype).itemsize
+    expected = int(np.prod(shape, dtype=object)) * np_dtype.itemsize
     if len(payload) != expected:
         raise CacheCorruptError(f"cache entry payload is {len(payload)} bytes, expected {expected}")
     return dtype, np.frombuffer(payload, dtype=np_dtype).reshape(shape)
