@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from optimem.cli import common
 
@@ -53,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
             tokens += count_tokens_batch(texts[start:start + 256])
             bar.update(count, completed=len(tokens))
     records = turn_infos(texts[: len(turns)], tokens=tokens[: len(turns)])
-    result = plan(records, page_infos(sealed), args.budget, DEEPSEEK_OCR_V1.costs, policy)
+    counted = [SimpleNamespace(index=p.index, spans=p.spans, text=p.text, text_tokens=n)  # counted above, once
+               for p, n in zip(sealed, tokens[len(turns):])]
+    result = plan(records, page_infos(counted), args.budget, DEEPSEEK_OCR_V1.costs, policy)
     if args.json:
         json.dump(result.to_json(), sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
