@@ -83,26 +83,30 @@ class DocumentMemory:
         first = docs.get(doc_hash, {}).get("first_page", self.store.count_pages(self.session))
         done = {p.meta.get("page") for p in self.store.get_pages(self.session, with_png=False) if p.meta.get("doc") == doc_hash}
         t0 = time.perf_counter()
-        pages_iter = self._pdf_pages(path, data) if path.suffix.lower() == ".pdf" else self._text_pages(path, data)
         total = new = no_text = 0
-        from rich.progress import Progress
+        from optimem.progress import progress_bar
 
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task(f"ingest {path.name}", total=None)
-            for i, (png, text, content_hash) in enumerate(pages_iter):
+        # pages with a count and a rate; a PDF's page count is known once it is open, a text's is not
+        with progress_bar(disable=not progress) as bar:
+            task = bar.add_task(f"ingest {path.name}", total=None, unit="pages")
+            pages_iter = (self._pdf_pages(path, data, on_open=lambda n: bar.update(task, total=n))
+                          if path.suffix.lower() == ".pdf" else self._text_pages(path, data))
+            for i, (png, text, content_hash, label) in enumerate(pages_iter):
                 total += 1
                 no_text += 0 if text.strip() else 1
+                bar.update(task, advance=1)
                 if i in done:
                     continue
                 from renderers.tokens import count_tokens
 
+                page_meta = {"doc": doc_hash, "page": i, "source": path.name, "has_text": bool(text.strip())}
+                if label:
+                    page_meta["label"] = label  # the page number printed on it (PDF page labels: "iv", "A-3")
                 page = StoredPage(first + i, [{"turn": 0, "start": 0, "end": 0, "continued": False, "continues": False}],
-                                  text, count_tokens(text), content_hash, png=png,
-                                  meta={"doc": doc_hash, "page": i, "source": path.name, "has_text": bool(text.strip())})
+                                  text, count_tokens(text), content_hash, png=png, meta=page_meta)
                 docs[doc_hash] = {"source": path.name, "first_page": first, "pages": i + 1}
                 self.store.put_pages(self.session, [page], meta=meta)
                 new += 1
-                bar.update(task, advance=1)
         return IngestReport(str(path), doc_hash, total, new, no_text, round(time.perf_counter() - t0, 3))
 
     def _text_pages(self, path: Path, data: bytes):
@@ -113,9 +117,9 @@ class DocumentMemory:
         except UnicodeDecodeError:
             raise InputError(f"{path} is not UTF-8 text") from None
         for page in iter_pages([Turn(DOCUMENT_ROLE, text)]):
-            yield page.png_bytes(), page.text, page.content_hash
+            yield page.png_bytes(), page.text, page.content_hash, None
 
-    def _pdf_pages(self, path: Path, data: bytes):
+    def _pdf_pages(self, path: Path, data: bytes, on_open=None):
         import pypdfium2 as pdfium
 
         from renderers import png_bytes
@@ -127,13 +131,15 @@ class DocumentMemory:
             hint = "it is encrypted (password protected); decrypt it first" if "password" in msg.lower() else "it is corrupt or not a PDF"
             raise InputError(f"cannot open {path}: {hint} ({msg})") from None
         try:
+            if on_open is not None:
+                on_open(len(pdf))
             for i in range(len(pdf)):
                 page = pdf[i]
                 w, h = page.get_size()
                 image = page.render(scale=MASTER / max(w, h)).to_pil().convert("L")
                 text = page.get_textpage().get_text_range()
                 png = png_bytes(image)
-                yield png, text, hashlib.sha256(png).hexdigest()
+                yield png, text, hashlib.sha256(png).hexdigest(), pdf.get_page_label(i) or None
                 page.close()
         finally:
             pdf.close()
@@ -159,6 +165,12 @@ class DocumentMemory:
 
         if not question.strip():
             raise InputError("the question is empty")
+        need = max_new_tokens + count_tokens(question) + 16
+        if budget < need:
+            from optimem.errors import ConfigError
+
+            raise ConfigError(f"budget {budget} is below the {max_new_tokens} tokens the answer reserves plus "
+                              f"{need - max_new_tokens} for the question; use at least {need}")
         hits = self.retrieve(question, k)
         if not hits:
             return Answer(question, None, [], 0, note="no page matches the question's words")
@@ -180,7 +192,7 @@ class DocumentMemory:
         if getattr(self.backend, "has_model", False):
             inputs = self.build_inputs(question, chosen)
             answer = self.backend.model.generate_text(inputs, max_new_tokens=max_new_tokens)
-            cites = ", ".join(f"p.{stored[p].meta.get('page', p) + 1}" for p, _, _ in chosen)
+            cites = ", ".join(f"p.{stored[p].meta.get('label') or stored[p].meta.get('page', p) + 1}" for p, _, _ in chosen)
             answer = f"{answer} [{cites}]" if cites else answer
             note = ""
         return Answer(question, answer, chosen, plan.total_tokens, dropped, note)
