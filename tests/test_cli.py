@@ -221,3 +221,19 @@ def test_plan_explanation_lists_each_turn_once_and_prints_honest_ratios(capsys, 
     ladder = Ladder((TierCost("large", 421, 0.99), TierCost("tiny", 73, 0.86)))
     p = plan([TurnInfo(i, 5) for i in range(10)], [PageInfo(0, 0, 7, 40)], 4000, ladder)
     assert "(0.095x, the images cost more than their text)" in p.explain()
+
+
+# -- --model -----------------------------------------------------------------------------------------
+def test_model_path_that_does_not_exist_is_named(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["chat", "--model", "./nomodel"], ["chat", "--model", str(tmp_path / "models" / "x")]):
+        rc, _, err = cli(capsys, *argv)
+        assert rc == 2 and one_line_error(err, argv[-1], "does not exist") and "hub" not in err
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    rc, _, err = cli(capsys, "chat", "--model", "weights.safetensors")
+    assert rc == 2 and one_line_error(err, "is a file", "checkpoint folder")
+    from optimem.errors import CheckpointError
+    from optimem.model.runtime import checkpoint_dir
+
+    with pytest.raises(CheckpointError, match="does not exist"):  # the library says the same, without the CLI
+        checkpoint_dir("/models/DeepSeek-OCR-missing")

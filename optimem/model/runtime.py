@@ -68,6 +68,12 @@ def checkpoint_dir(path_or_hub_id: str | Path) -> Path:
     if path.is_dir():
         return path
     hub_id = str(path_or_hub_id)
+    # a path that is not there is a path, not a hub id: say so rather than pass it to the hub
+    if path.exists():
+        raise CheckpointError(f"{hub_id} is a file; pass the checkpoint folder (config.json, model.safetensors)")
+    if hub_id.startswith((".", "/", "~")) or "\\" in hub_id or hub_id.count("/") > 1:
+        raise CheckpointError(f"checkpoint folder {hub_id} does not exist; pass the folder that holds config.json "
+                              "and model.safetensors")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
