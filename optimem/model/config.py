@@ -8,7 +8,7 @@ checkpoints load through the same code.
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,33 +79,60 @@ class DeepseekOCRConfig:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "DeepseekOCRConfig":
+        if not isinstance(d, dict):
+            raise CheckpointError(f"config.json is not a DeepSeek-OCR v1 config (a JSON {type(d).__name__}, not an object)")
         try:
             widths = d["vision_config"]["width"]
             sam_d, clip_d = widths["sam_vit_b"], widths["clip-l-14-224"]
             lang = d.get("language_config") or d
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"config.json is not a DeepSeek-OCR v1 config (missing {exc})") from None
+        for name, part in (("vision_config.width.sam_vit_b", sam_d), ("vision_config.width.clip-l-14-224", clip_d),
+                           ("language_config", lang)):
+            if not isinstance(part, dict):
+                raise CheckpointError(f"config.json: {name} must be an object, not {type(part).__name__}")
         sam = SamConfig(
-            width=sam_d.get("width", 768), layers=sam_d.get("layers", 12), heads=sam_d.get("heads", 12),
-            global_attn_indexes=tuple(sam_d.get("global_attn_indexes", (2, 5, 8, 11))),
-            downsample_channels=tuple(sam_d.get("downsample_channels", (512, 1024))),  # type: ignore[arg-type]
-            out_chans=sam_d.get("out_chans", 256),  # not in the official file (fixed 256 there); small configs record it
+            width=_size(sam_d, "width", 768, "sam_vit_b"), layers=_size(sam_d, "layers", 12, "sam_vit_b"),
+            heads=_size(sam_d, "heads", 12, "sam_vit_b"),
+            global_attn_indexes=_ints(sam_d, "global_attn_indexes", (2, 5, 8, 11), "sam_vit_b", lo=0),
+            downsample_channels=_ints(sam_d, "downsample_channels", (512, 1024), "sam_vit_b", n=2),  # type: ignore[arg-type]
+            out_chans=_size(sam_d, "out_chans", 256, "sam_vit_b"),  # not in the official file (fixed 256 there); small configs record it
         )
-        clip = ClipConfig(width=clip_d.get("width", 1024), layers=clip_d.get("layers", 24), heads=clip_d.get("heads", 16),
-                          image_size=clip_d.get("image_size", 224), patch_size=clip_d.get("patch_size", 14))
-        text_fields = {f for f in TextConfig.__dataclass_fields__}
-        text = TextConfig(**{k: v for k, v in lang.items() if k in text_fields and v is not None})
-        return DeepseekOCRConfig(sam, clip, text, int(d.get("image_token_id", IMAGE_TOKEN_ID)),
-                                 d.get("_name_or_path", "deepseek-ai/DeepSeek-OCR"))
+        clip = ClipConfig(width=_size(clip_d, "width", 1024, "clip"), layers=_size(clip_d, "layers", 24, "clip"),
+                          heads=_size(clip_d, "heads", 16, "clip"), image_size=_size(clip_d, "image_size", 224, "clip"),
+                          patch_size=_size(clip_d, "patch_size", 14, "clip"))
+        text_fields = TextConfig.__dataclass_fields__
+        kwargs: dict[str, Any] = {}
+        for k, v in lang.items():
+            if k not in text_fields or v is None:
+                continue
+            default = text_fields[k].default
+            if isinstance(default, int):
+                kwargs[k] = _size(lang, k, default, "language_config", lo=0 if k.endswith("_id") or k == "first_k_dense_replace" else 1)
+            elif isinstance(default, float):
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise CheckpointError(f"config.json: language_config.{k} must be a number, not {v!r}")
+                kwargs[k] = float(v)
+        text = TextConfig(**kwargs)
+        name = d.get("_name_or_path", "deepseek-ai/DeepSeek-OCR")
+        return DeepseekOCRConfig(sam, clip, text, _size(d, "image_token_id", IMAGE_TOKEN_ID, "config", lo=0),
+                                 name if isinstance(name, str) else "deepseek-ai/DeepSeek-OCR")
 
     @staticmethod
     def from_file(path: str | Path) -> "DeepseekOCRConfig":
-        try:
-            return DeepseekOCRConfig.from_dict(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise CheckpointError(f"checkpoint has no config.json: {path}") from None
-        except ValueError as exc:
-            raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+        """The config in `path` (a config.json), checked against the weight headers beside it, if any,
+        before anything is allocated: a config that declares sizes its weights do not have fails here
+        with the sizes named, not after asking for gigabytes."""
+        from optimem.model.loading import read_json
+
+        path = Path(path)
+        cfg = DeepseekOCRConfig.from_dict(read_json(path, "config.json"))
+        folder = path.parent
+        if (folder / "model.safetensors").exists() or (folder / "model.safetensors.index.json").exists():
+            from optimem.model.loading import checkpoint_shapes
+
+            check_sizes(cfg, checkpoint_shapes(folder), folder)
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """The official config.json layout (the fields this implementation reads)."""
@@ -128,6 +155,58 @@ class DeepseekOCRConfig:
             "language_config": {**text, "use_mla": False, "topk_method": "greedy", "architectures": ["DeepseekV2ForCausalLM"]},
             **text,
         }
+
+
+_MAX_SIZE = 2**24  # larger than any size of these models; keeps arithmetic on sizes sane
+
+
+def _size(d: dict[str, Any], key: str, default: int, where: str, *, lo: int = 1) -> int:
+    v = d.get(key, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= (2**31 if key.endswith("_id") else _MAX_SIZE):
+        raise CheckpointError(f"config.json: {where}.{key} must be an integer in {lo}..{_MAX_SIZE}, not {v!r}")
+    return v
+
+
+def _ints(d: dict[str, Any], key: str, default: tuple[int, ...], where: str, *, lo: int = 1, n: int | None = None) -> tuple[int, ...]:
+    v = d.get(key, default)
+    if not isinstance(v, (list, tuple)) or (n is not None and len(v) != n) or len(v) > 1024 or not all(
+            not isinstance(x, bool) and isinstance(x, int) and lo <= x <= _MAX_SIZE for x in v):
+        raise CheckpointError(f"config.json: {where}.{key} must be a list of {n or 'some'} integers >= {lo}, not {v!r}")
+    return tuple(v)
+
+
+def check_sizes(cfg: DeepseekOCRConfig, shapes: dict[str, tuple[int, ...]], where: Path | str = "checkpoint") -> None:
+    """The config's sizes against the checkpoint's tensor shapes (from the headers), before a model
+    is built from the config. Checks the tensors that fix each size and the layer and expert counts;
+    anything else is left to the loader's key-by-key comparison."""
+    t, sam, clip = cfg.text, cfg.sam, cfg.clip
+    want = {
+        "model.embed_tokens.weight": (t.vocab_size, t.hidden_size),
+        "lm_head.weight": (t.vocab_size, t.hidden_size),
+        "model.sam_model.patch_embed.proj.weight": (sam.width, 3, sam.patch_size, sam.patch_size),
+        "model.vision_model.embeddings.position_embedding.weight": (clip.num_positions, clip.width),
+    }
+    problems = [f"{k} is {shapes[k]} in the weights, the config implies {v}"
+                for k, v in want.items() if k in shapes and tuple(shapes[k]) != v]
+
+    def count(pattern: str) -> int:
+        rx = re.compile(pattern)
+        found = {m.group(1) for k in shapes if (m := rx.match(k))}
+        return max((int(x) for x in found), default=-1) + 1
+
+    for what, have, n in (("decoder layers (num_hidden_layers)", count(r"model\.layers\.(\d+)\."), t.num_hidden_layers),
+                          ("SAM blocks (sam_vit_b.layers)", count(r"model\.sam_model\.blocks\.(\d+)\."), sam.layers),
+                          ("CLIP layers (clip-l-14-224.layers)",
+                           count(r"model\.vision_model\.transformer\.layers\.(\d+)\."), clip.layers),
+                          ("routed experts (n_routed_experts)",
+                           count(r"model\.layers\.\d+\.mlp\.experts\.(\d+)\."), t.n_routed_experts)):
+        if have > 0 and have != n:
+            problems.append(f"the weights hold {have} {what}, the config says {n}")
+    if problems:
+        raise CheckpointError(f"config.json does not match the weights in {where}: " + "; ".join(problems[:4])
+                              + ("; ..." if len(problems) > 4 else ""))
 
 
 def tiny_config(**overrides: Any) -> DeepseekOCRConfig:

@@ -85,6 +85,13 @@ def official_to_internal(tensors: dict[str, torch.Tensor], n_experts: int | None
         idx = sorted(by_idx)
         if idx != list(range(len(idx))) or any(len(by_idx[i]) != 3 for i in idx):
             raise CheckpointError(f"incomplete experts under {prefix}: need gate/up/down for experts 0..{len(idx) - 1}")
+        for part in ("gate_proj", "up_proj", "down_proj"):  # name the one expert that differs
+            want = tuple(by_idx[0][part].shape)
+            for i in idx:
+                got = tuple(by_idx[i][part].shape)
+                if got != want:
+                    raise CheckpointError(f"shape mismatch for {_to_official_name(prefix)}{i}.{part}.weight: {got}, "
+                                          f"while expert 0 has {want}")
         out[prefix + "gate_up_proj"] = torch.stack([torch.cat([by_idx[i]["gate_proj"], by_idx[i]["up_proj"]], 0) for i in idx])
         out[prefix + "down_proj"] = torch.stack([by_idx[i]["down_proj"] for i in idx])
     return out, unknown
@@ -138,26 +145,118 @@ def internal_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 # -- reading a checkpoint directory ---------------------------------------------------------------
+# Checkpoint files are untrusted input: every path stays inside the checkpoint folder, every header
+# is checked before anything is allocated, and every failure is one CheckpointError naming the file.
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on a header
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file as data, or a CheckpointError naming it (unreadable, malformed, nested absurdly deep)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint has no {what}: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} nests too deep to be a {what}") from None
+
+
+def _inside(folder: Path, name: Any, source: Path) -> Path:
+    """`folder / name` if `name` is a plain relative path that stays inside `folder`."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise CheckpointError(f"{source} names a weight file {name!r} that is not a file name")
+    rel = Path(name)
+    target = (folder / rel).resolve()
+    if rel.is_absolute() or ".." in rel.parts or not target.is_relative_to(folder.resolve()):
+        raise CheckpointError(f"{source} points outside the checkpoint folder ({name!r}); "
+                              "weight files must lie inside it")
+    return folder / rel
+
+
 def weight_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     single = path / "model.safetensors"
     if index.exists():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{index} is not a safetensors index: {exc}") from None
+        data = read_json(index, "safetensors index")
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index} is not a safetensors index: it needs a non-empty \"weight_map\" object "
+                                  "from tensor names to shard files")
+        bad = [k for k, v in weight_map.items() if not isinstance(v, str)]
+        if bad:
+            raise CheckpointError(f"{index}: weight_map entry {bad[0]!r} is not a file name")
+        shards = sorted(set(weight_map.values()))
         foreign = [s for s in shards if not s.endswith(".safetensors")]
         if foreign:  # an index may point at pickle shards (.bin): never opened, whatever reads the list
             raise CheckpointError(f"{index} lists non-safetensors shards: {', '.join(foreign)}; optimem loads safetensors only")
-        missing = [s for s in shards if not (path / s).exists()]
+        files = [_inside(path, s, index) for s in shards]
+        missing = [s for s, f in zip(shards, files) if not f.is_file()]
         if missing:
             raise CheckpointError(f"checkpoint {path} is missing weight shards: {', '.join(missing)}")
-        return [path / s for s in shards]
+        return files
     if single.exists():
         return [single]
     if list(path.glob("*.bin")) or list(path.glob("*.pt")) or list(path.glob("*.pth")):
         raise CheckpointError(f"{path} has only pickle weights (.bin/.pt); optimem loads safetensors only")
     raise CheckpointError(f"{path} has no model.safetensors or model.safetensors.index.json")
+
+
+_ST_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+              "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def read_safetensors_header(file: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors header, checked against the file's size, without
+    reading any tensor (and without torch)."""
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{file} is not a safetensors file (too short)")
+            n = int.from_bytes(head, "little")
+            if n <= 1 or n > MAX_HEADER_BYTES or 8 + n > size:
+                raise CheckpointError(f"{file} is not a safetensors file (header length {n} does not fit a {size}-byte file)")
+            raw = f.read(n)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {file}: {exc}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{file} is not a safetensors file (header is not JSON: {exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file} is not a safetensors file (header is not an object)")
+    data_len = size - 8 - n
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        ok = (isinstance(info, dict) and info.get("dtype") in _ST_DTYPES and isinstance(info.get("shape"), list)
+              and all(type(d) is int and d >= 0 for d in info["shape"])
+              and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+              and all(type(o) is int for o in info["data_offsets"]))
+        if not ok:
+            raise CheckpointError(f"{file}: tensor {name!r} has a malformed header entry")
+        start, end = info["data_offsets"]
+        count = 1
+        for d in info["shape"]:
+            count *= d
+        if not 0 <= start <= end <= data_len or end - start != count * _ST_DTYPES[info["dtype"]]:
+            raise CheckpointError(f"{file}: tensor {name!r} claims bytes {start}..{end} for shape {info['shape']} "
+                                  f"{info['dtype']}, which the {data_len}-byte data section does not hold")
+        shapes[name] = tuple(info["shape"])
+    return shapes
+
+
+def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a checkpoint folder, from the headers alone."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in weight_files(path):
+        shapes.update(read_safetensors_header(f))
+    return shapes
 
 
 def load_into(model: torch.nn.Module, path: Path) -> None:
@@ -168,9 +267,15 @@ def load_into(model: torch.nn.Module, path: Path) -> None:
 
     tensors: dict[str, torch.Tensor] = {}
     for f in weight_files(path):
-        with safe_open(str(f), framework="pt") as sf:
-            for k in sf.keys():
-                tensors[k] = sf.get_tensor(k)
+        read_safetensors_header(f)  # a malformed file is a CheckpointError naming it, not a library panic
+        try:
+            with safe_open(str(f), framework="pt") as sf:
+                for k in sf.keys():
+                    tensors[k] = sf.get_tensor(k)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types (and panics)
+            raise CheckpointError(f"cannot read {f}: {exc}") from None
     mapped, unknown = official_to_internal(tensors)
     own = model.state_dict()
     unexpected = sorted(set(unknown) | {k for k in mapped if k not in own})
