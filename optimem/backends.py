@@ -1,61 +1,98 @@
-"""Backends: what reads the pages. A backend names its model, gives its tier ladder and encodes pages.
+"""Backends: the only door to a model. A backend names its model, owns its tier ladder
+(`optimem.ladders`: names, views, placeholder tokens, fidelity), encodes page views into vision
+tokens, and, when it has a model, builds native prompts, generates and reads pages back (OCR).
 
-- `LayoutBackend`: DeepSeek-OCR v1's ladder (large 421, base 273, small 111, tiny 73 placeholder
-  tokens) without a model. Planning, rendering, the demo and API-model compression work with it; it
-  encodes nothing. No torch import.
-- `DeepseekOCRBackend`: the native path through `optimem.model`: encodes pages into vision-token
-  embeddings, builds decoder inputs and generates. It drives either model: DeepSeek-OCR v1 (run by
-  optimem, ladder large/base/small/tiny) or DeepSeek-OCR-2 (transformers' native classes, ladder
+- `NoModelBackend`: DeepSeek-OCR v1's ladder and prompt format without a model. Planning, rendering,
+  the demo and API-model compression work with it; it encodes and generates nothing. No torch.
+- `DeepseekOCRBackend`: the native path through `optimem.model`, either model: DeepSeek-OCR v1 (run
+  by optimem, ladder large/base/small/tiny) or DeepSeek-OCR-2 (transformers' native classes, ladder
   tiles/base/small); `from_pretrained` picks by the checkpoint's config.json.
 - `DeepseekOCR2Backend`: the same backend, insisting on a DeepSeek-OCR-2 checkpoint.
+
+Callers ask `backend.has_model` and call these methods; nothing outside this module reaches into
+`backend.model`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from optimem.errors import ModelError
-from policies import DEEPSEEK_OCR_V1, Ladder
+from optimem.ladders import DEEPSEEK_OCR_V1, ModelLadder
+from optimem.prompt import NativePrompt, PromptBuilder, SpecialIds
+from policies import Overhead
+
+# What optimem.context's "deepseek" template adds around a plan's items, in DeepSeek-OCR tokens: BOS and
+# the closing "<|Assistant|>:" (3); "\n" after each page (1); per text turn at most 6, the system and
+# tool turns' "<|User|>: System: " + "\n\n" (user 3 + 1, assistant 3 + EOS). Checked against the real
+# prompt by tests/test_retention.py::test_native_prompt_never_exceeds_the_budget.
+DEEPSEEK_TEMPLATE_OVERHEAD = Overhead(fixed=3, per_page=1, per_turn=6)
 
 
 @runtime_checkable
 class Backend(Protocol):
     model_id: str
-    ladder: Ladder
+    ladder: ModelLadder
+    has_model: bool
 
     def placeholder_count(self, tier: str) -> int: ...
     def encode(self, images: list[Any], tier: str) -> list[Any]: ...
+    def prompts(self) -> PromptBuilder: ...
+    def generate(self, prompt: NativePrompt, *, max_new_tokens: int = 256) -> str: ...
+    def stream(self, prompt: NativePrompt, *, max_new_tokens: int = 256) -> Iterator[str]: ...
+    def ocr(self, image: Any, tier: str, *, max_new_tokens: int = 2048) -> str: ...
 
 
-class LayoutBackend:
-    """The DeepSeek-OCR v1 ladder and token costs, no model."""
+class NoModelBackend:
+    """DeepSeek-OCR v1's ladder, tokenizer and prompt format; no model (nothing is encoded)."""
 
     model_id = "deepseek-ocr-v1:layout"
-    ladder = DEEPSEEK_OCR_V1
+    ladder: ModelLadder = DEEPSEEK_OCR_V1
     has_model = False
+    template_overhead = DEEPSEEK_TEMPLATE_OVERHEAD
 
     def placeholder_count(self, tier: str) -> int:
-        for t in self.ladder.tiers:
-            if t.name == tier:
-                return t.tokens
-        raise ModelError(f"unknown tier '{tier}'; valid: {', '.join(self.ladder.names)}")
+        return self.ladder.placeholder_count(tier)
+
+    def prompts(self) -> PromptBuilder:
+        from renderers.tokens import BOS_ID, EOS_ID, IMAGE_TOKEN_ID, load_tokenizer
+
+        return PromptBuilder(load_tokenizer(), SpecialIds(BOS_ID, EOS_ID, IMAGE_TOKEN_ID))
+
+    def _no_model(self, what: str) -> ModelError:
+        return ModelError(f"{what} needs a model: pass backend=DeepseekOCRBackend.from_pretrained(path)")
 
     def encode(self, images: list[Any], tier: str) -> list[Any]:
-        raise ModelError("the layout backend has no model: pass backend=DeepseekOCRBackend(...) to encode pages")
+        raise self._no_model("encoding pages")
+
+    def generate(self, prompt: NativePrompt, *, max_new_tokens: int = 256) -> str:
+        raise self._no_model("generating")
+
+    def stream(self, prompt: NativePrompt, *, max_new_tokens: int = 256) -> Iterator[str]:
+        raise self._no_model("generating")
+
+    def ocr(self, image: Any, tier: str, *, max_new_tokens: int = 2048) -> str:
+        raise self._no_model("reading a page back")
+
+
+LayoutBackend = NoModelBackend  # the name earlier releases used
 
 
 class DeepseekOCRBackend:
     """A DeepSeek-OCR model (v1 or OCR-2, see `optimem.model`) reading the pages."""
 
     has_model = True
+    template_overhead = DEEPSEEK_TEMPLATE_OVERHEAD
 
     def __init__(self, model: Any, *, batch_size: int = 16, compile: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.model = model
         self.model_id = model.model_id
-        self.ladder = model.ladder()
+        self.ladder = model.ladder
         self.batch_size = batch_size
+        self._prompts: PromptBuilder | None = None
         if compile:
             self.compile()
 
@@ -69,10 +106,9 @@ class DeepseekOCRBackend:
 
     def compile(self, **kwargs: Any) -> "DeepseekOCRBackend":
         """Encode through the compiled encoder (`model.compile`, which gives the speed-up; for CUDA).
-        From then on every forward carries exactly `batch_size` pages, a
-        short last batch padded with copies of its last page whose outputs are dropped: the compiled
-        encoder is specialised per input shape, so each tier compiles once (~35-50 s) instead of once
-        per batch size that happens to come along."""
+        From then on every forward carries exactly `batch_size` pages, a short last batch padded with
+        copies of its last page whose outputs are dropped: the compiled encoder is specialised per
+        input shape, so each tier compiles once instead of once per batch size that comes along."""
         self.model.compile(**kwargs)
         return self
 
@@ -86,6 +122,12 @@ class DeepseekOCRBackend:
     def placeholder_count(self, tier: str) -> int:
         return self.model.placeholder_count(tier)
 
+    def prompts(self) -> PromptBuilder:
+        if self._prompts is None:
+            m = self.model
+            self._prompts = PromptBuilder(m.tokenizer, SpecialIds(m.bos_token_id, m.eos_token_id, m.image_token_id))
+        return self._prompts
+
     def encode(self, images: list[Any], tier: str) -> list[Any]:
         """One [placeholders, hidden] tensor per image, batched `batch_size` pages per forward."""
         out: list[Any] = []
@@ -96,6 +138,20 @@ class DeepseekOCRBackend:
             batch = self.model.encode_pages(chunk + chunk[-1:] * pad, tier)
             out.extend(batch[: len(chunk)])  # rows of a tensor, or items of a list
         return out
+
+    def generate(self, prompt: NativePrompt, *, max_new_tokens: int = 256) -> str:
+        return self.model.generate_text(prompt.as_inputs(), max_new_tokens=max_new_tokens)
+
+    def stream(self, prompt: NativePrompt, *, max_new_tokens: int = 256) -> Iterator[str]:
+        """Text pieces as they are decoded (the whole reply at once where the model cannot stream)."""
+        streamer = getattr(self.model, "stream_text", None)
+        if streamer is not None:
+            yield from streamer(prompt.as_inputs(), max_new_tokens=max_new_tokens)
+        else:
+            yield self.generate(prompt, max_new_tokens=max_new_tokens)
+
+    def ocr(self, image: Any, tier: str, *, max_new_tokens: int = 2048) -> str:
+        return self.model.ocr(image, tier, max_new_tokens=max_new_tokens)
 
 
 class DeepseekOCR2Backend(DeepseekOCRBackend):

@@ -1,7 +1,7 @@
-"""The native DeepSeek-OCR prompt built from a plan: token ids with image placeholders, and the
-vision-token embeddings that fill them.
+"""What one model call receives: the plan, then its items oldest first (pages at their tier, turns
+as raw text), and the chat template that turns them into a prompt.
 
-Layout (the reference's "deepseek" conversation template, with pages spliced where they belong):
+The template is DeepSeek-OCR's "deepseek" conversation format, with pages spliced where they belong:
 
     <BOS>
     for each item of the context, oldest first:
@@ -12,53 +12,91 @@ Layout (the reference's "deepseek" conversation template, with pages spliced whe
     the new message, if any -> "<|User|>: " + message + "\\n\\n"
     "<|Assistant|>:"                                  (generation starts here)
 
-Every "<image>" is the single token 128815; `build_inputs_embeds` overwrites those rows, in order,
-with each page's [placeholders, hidden] embeddings (grid rows, row newlines, view separator).
+`optimem.prompt` turns these pieces into token ids and the vision-token rows that fill the pages'
+placeholders; the pieces are here, beside the items, so that one place says what the model sees.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from renderers.tokens import BOS_ID, EOS_ID, IMAGE_TOKEN_ID
+if TYPE_CHECKING:
+    from policies import Plan
+
+    from optimem.pages import PageViews
 
 USER, ASSISTANT = "<|User|>", "<|Assistant|>"
 _LABEL = {"user": "", "system": "System: ", "tool": "Tool: "}
 
 
-def prompt_pieces(ctx: Any) -> list[tuple[str, Any]]:
-    """The prompt as ("text", str) and ("page", ContextPage) pieces, in order."""
-    from optimem.memory import ContextPage
-
-    pieces: list[tuple[str, Any]] = []
-    for item in ctx.items:
-        if isinstance(item, ContextPage):
-            pieces.append(("page", item))
-            pieces.append(("text", "\n"))
-        elif item.role == "assistant":
-            pieces.append(("text", f"{ASSISTANT}: {item.content}"))
-            pieces.append(("eos", None))
-        else:
-            pieces.append(("text", f"{USER}: {_LABEL.get(item.role, '')}{item.content}\n\n"))
-    if ctx.new_message is not None:
-        pieces.append(("text", f"{USER}: {ctx.new_message}\n\n"))
-    pieces.append(("text", f"{ASSISTANT}:"))
-    return pieces
+@dataclass(frozen=True)
+class ContextTurn:
+    id: int
+    role: str
+    content: str
+    tokens: int
 
 
-def build_inputs(ctx: Any, model: Any) -> dict[str, Any]:
-    """{"input_ids": [...], "image_embeds": [tensor per page]} for `model.generate`."""
-    ids = [BOS_ID]
-    embeds = []
-    tok = model.tokenizer
-    for kind, val in prompt_pieces(ctx):
-        if kind == "page":
-            ids.extend([IMAGE_TOKEN_ID] * val.tokens)
-            if val.embeds is None:
-                raise ValueError(f"page {val.index} has no vision tokens: build the context with encode=True")
-            embeds.append(val.embeds)
-        elif kind == "eos":
-            ids.append(EOS_ID)
-        else:
-            ids.extend(tok.encode(val, add_special_tokens=False).ids)
-    return {"input_ids": ids, "image_embeds": embeds}
+@dataclass(eq=False)
+class ContextPage:
+    index: int
+    tier: str
+    turns: range
+    tokens: int  # placeholder tokens in the model's context
+    text_tokens: int
+    content_hash: str
+    views: PageViews | None = field(repr=False, default=None)
+    embeds: Any = field(repr=False, default=None)  # [tokens, hidden] with a model backend
+
+    def master(self):
+        """The page as rendered (the largest tier's resolution); views derive from it."""
+        return self._views().master(self.index, self.content_hash)
+
+    def image(self):
+        """The page as the backend's encoder sees it at this tier (cached per page and tier)."""
+        return self._views().view(self.index, self.content_hash, self.tier)
+
+    @property
+    def png(self) -> bytes:
+        """The stored master PNG."""
+        return self._views().png(self.index)
+
+    def _views(self) -> PageViews:
+        if self.views is None:
+            raise ValueError(f"page {self.index} was built without page views; get it from OpticalMemory.context()")
+        return self.views
+
+
+@dataclass
+class Context:
+    plan: Plan
+    items: list[ContextPage | ContextTurn]  # what the model receives, oldest first
+    new_message: str | None = None
+
+    @property
+    def pages(self) -> list[ContextPage]:
+        return [i for i in self.items if isinstance(i, ContextPage)]
+
+    @property
+    def turns(self) -> list[ContextTurn]:
+        return [i for i in self.items if isinstance(i, ContextTurn)]
+
+    def pieces(self) -> Iterator[tuple[str, Any]]:
+        """The prompt after BOS as ("text", str), ("page", ContextPage) and ("eos", None) pieces."""
+        for item in self.items:
+            if isinstance(item, ContextPage):
+                yield "page", item
+                yield "text", "\n"
+            elif item.role == "assistant":
+                yield "text", f"{ASSISTANT}: {item.content}"
+                yield "eos", None
+            else:
+                yield "text", f"{USER}: {_LABEL.get(item.role, '')}{item.content}\n\n"
+        if self.new_message is not None:
+            yield "text", f"{USER}: {self.new_message}\n\n"
+        yield "text", f"{ASSISTANT}:"
+
+
+__all__ = ["ASSISTANT", "Context", "ContextPage", "ContextTurn", "USER"]

@@ -25,67 +25,21 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from optimem.backends import Backend, LayoutBackend
-from optimem.errors import CacheCorruptError, InputError, ModelError
-from optimem.store import Store, StoredPage, cache_key, check_session, open_store
-from optimem.store import codec
-from policies import PageInfo, Plan, Planner, Policy, TurnInfo, detect_exact
-from renderers import RenderSettings, Turn, derive_tier, normalize_text, render_transcript
+from optimem.backends import Backend, NoModelBackend
+from optimem.context import Context, ContextPage, ContextTurn
+from optimem.errors import InputError, ModelError
+from optimem.pages import PageEncoder, PageViews, VisionCache
+from optimem.records import page_infos, stored_turn_infos
+from optimem.store import Store, StoredPage, check_session, open_store
+from policies import Plan, Planner, Policy
+from renderers import RenderSettings, Turn, render_transcript
 
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")
 MAX_TURN_CHARS = 50_000_000
-
-
-@dataclass(frozen=True)
-class ContextTurn:
-    id: int
-    role: str
-    content: str
-    tokens: int
-
-
-@dataclass
-class ContextPage:
-    index: int
-    tier: str
-    turns: range
-    tokens: int  # placeholder tokens in the model's context
-    text_tokens: int
-    content_hash: str
-    png: bytes = field(repr=False, default=b"")
-    embeds: Any = field(repr=False, default=None)  # [tokens, hidden] with a model backend
-
-    def master(self):
-        """The page as rendered (the largest tier's resolution); backends derive their own views."""
-        import io
-
-        from PIL import Image
-
-        return Image.open(io.BytesIO(self.png))
-
-    def image(self):
-        """The page as DeepSeek-OCR v1 sees it at this tier (RGB, tier resolution)."""
-        return derive_tier(self.master(), self.tier)
-
-
-@dataclass
-class Context:
-    plan: Plan
-    items: list[ContextPage | ContextTurn]  # what the model receives, oldest first
-    new_message: str | None = None
-
-    @property
-    def pages(self) -> list[ContextPage]:
-        return [i for i in self.items if isinstance(i, ContextPage)]
-
-    @property
-    def turns(self) -> list[ContextTurn]:
-        return [i for i in self.items if isinstance(i, ContextTurn)]
 
 
 class OpticalMemory:
@@ -100,7 +54,7 @@ class OpticalMemory:
     ) -> None:
         self.session = check_session(session)
         self.store = store if isinstance(store, Store) else open_store(store)
-        self.backend = backend or LayoutBackend()
+        self.backend = backend or NoModelBackend()
         self.policy = policy or Policy()
         meta = self.store.get_meta(self.session)
         stored = meta.get("render")
@@ -111,6 +65,8 @@ class OpticalMemory:
         self._planned_turns = 0
         self._planned_pages = 0
         self._floors: dict[int, str | None] = {}
+        self.views = PageViews(self.backend.ladder, self._load_png)
+        self._encoder: PageEncoder | None = None
 
     # -- writing ------------------------------------------------------------------------------------
     def add(self, role: str, content: str, metadata: Mapping[str, Any] | None = None, *, pinned: bool = False) -> int:
@@ -199,30 +155,19 @@ class OpticalMemory:
     # -- planning -----------------------------------------------------------------------------------
     def _sync_planner(self) -> Planner:
         if self._planner is None:
-            self._planner = Planner(self.backend.ladder, self.policy)
+            self._planner = Planner(self.backend.ladder.costs, self.policy, getattr(self.backend, "template_overhead", None))
             self._planned_turns = self._planned_pages = 0
             self._floors = {}
         planner = self._planner
         new_turns = self.store.get_turns(self.session, self._planned_turns)
         if new_turns:
-            from renderers.tokens import count_tokens_batch
-
-            contents = [normalize_text(t.content) for t in new_turns]
-            counts = count_tokens_batch(contents)
-            planner.extend([
-                TurnInfo(t.id, counts[i], pinned=t.pinned, exact=bool(detect_exact(contents[i])), timestamp=t.created)
-                for i, t in enumerate(new_turns)
-            ])
+            planner.extend(stored_turn_infos(new_turns))
             self._planned_turns += len(new_turns)
         new_pages = self.store.get_pages(self.session, self._planned_pages, with_png=False)
         if new_pages:
-            floors = {p.index: self._floor_on_ladder(p.floor) for p in new_pages}
-            planner.extend(pages=[
-                PageInfo(p.index, p.spans[0]["turn"], p.spans[-1]["turn"], p.text_tokens, floors[p.index],
-                         partial_last=bool(p.spans[-1]["continues"]))
-                for p in new_pages
-            ])
-            self._floors.update(floors)
+            floors = [self._floor_on_ladder(p.floor) for p in new_pages]
+            planner.extend(pages=page_infos(new_pages, floors=floors))
+            self._floors.update((p.index, f) for p, f in zip(new_pages, floors))
             self._planned_pages += len(new_pages)
         return planner
 
@@ -256,7 +201,6 @@ class OpticalMemory:
         """What the next model call receives: shown pages (tier image, and vision tokens with a model
         backend) and raw-text turns, oldest first, fitting `budget` tokens."""
         plan = self.plan(budget, reserve=reserve)
-        want_embeds = getattr(self.backend, "has_model", False) if encode is None else encode
         items: list[ContextPage | ContextTurn] = []
         page_ids = [p for s in plan.segments if s.kind == "page" for p in s.pages]
         stored = {p.index: p for p in self._pages_by_index(page_ids)}
@@ -270,83 +214,75 @@ class OpticalMemory:
                     sp = stored[p]
                     items.append(ContextPage(p, s.tier or "", range(sp.spans[0]["turn"], sp.spans[-1]["turn"] + 1),
                                              self.backend.placeholder_count(s.tier or ""), sp.text_tokens,
-                                             sp.content_hash, sp.png or b""))
+                                             sp.content_hash, self.views))
             elif s.kind == "text":
                 for t in s.turns:
                     st = turns[t]
                     items.append(ContextTurn(t, st.role, st.content, planner.turns[t].tokens))
         ctx = Context(plan, items, new_message)
-        if want_embeds:
+        if self.backend.has_model if encode is None else encode:
             self.encode_pages(ctx.pages)
         return ctx
 
     def _pages_by_index(self, indices: list[int]) -> list[StoredPage]:
         if not indices:
             return []
-        return self.store.get_pages(self.session, min(indices), max(indices) + 1)
+        return self.store.get_pages(self.session, min(indices), max(indices) + 1, with_png=False)
 
     def _turns_by_id(self, ids: list[int]):
         if not ids:
             return []
         return self.store.get_turns(self.session, min(ids), max(ids) + 1)
 
+    def _load_png(self, index: int) -> bytes:
+        (page,) = self.store.get_pages(self.session, index, index + 1) or [None]
+        if page is None or not page.png:
+            raise InputError(f"session {self.session!r} has no sealed page {index}")
+        return page.png
+
     # -- encoding -----------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> PageEncoder:
+        """The page encoder: hot vision tokens on the device, then the store's cache, then the model."""
+        if self._encoder is None:
+            self._encoder = PageEncoder(self.backend, VisionCache(self.store, self.session, self.backend.model_id))
+        return self._encoder
+
     def encode_pages(self, pages: list[ContextPage]) -> None:
-        """Fill `embeds` for each page: from the cache, else encoded (batched per tier) and cached."""
-        missing: dict[str, list[ContextPage]] = {}
-        model_id = self.backend.model_id
-        for page in pages:
-            key = cache_key(page.content_hash, model_id, page.tier)
-            blob = self.store.get_cache_blob(self.session, key)
-            if blob is not None:
-                try:
-                    dtype, arr = codec.decode(blob, model=model_id, tier=page.tier, content_hash=page.content_hash)
-                    page.embeds = codec.to_torch(dtype, arr)
-                    continue
-                except CacheCorruptError as exc:
-                    log.warning("discarding cache entry for page %d at %s: %s", page.index, page.tier, exc)
-                    self.store.delete_cache(self.session, key)
-            missing.setdefault(page.tier, []).append(page)
-        for tier, group in missing.items():
-            unique: dict[str, ContextPage] = {}
-            for p in group:  # identical page images are encoded once
-                unique.setdefault(p.content_hash, p)
-            embeds = dict(zip(unique, self.backend.encode([p.master() for p in unique.values()], tier)))
-            for h, emb in embeds.items():
-                blob = codec.encode(emb, model=model_id, tier=tier, content_hash=h)
-                self.store.put_cache(self.session, cache_key(h, model_id, tier), blob)
-            for page in group:
-                page.embeds = embeds[page.content_hash]
+        """Fill `embeds` for each page: from the caches, else encoded (batched per tier) and cached."""
+        self.encoder.encode(pages)
 
     # -- the native path --------------------------------------------------------------------------
+    def _need_model(self, what: str) -> None:
+        if not self.backend.has_model:
+            raise ModelError(f"{what} needs a model: OpticalMemory(..., backend=DeepseekOCRBackend.from_pretrained(path))")
+
     def chat(self, user_text: str, *, budget: int = 8192, max_new_tokens: int = 256) -> str:
         """Answer `user_text` with the model backend and record both turns."""
-        if not getattr(self.backend, "has_model", False):
-            raise ModelError("chat needs a model: OpticalMemory(..., backend=DeepseekOCRBackend.from_pretrained(path))")
-        from optimem.context import build_inputs
+        return "".join(self.stream(user_text, budget=budget, max_new_tokens=max_new_tokens))
 
+    def stream(self, user_text: str, *, budget: int = 8192, max_new_tokens: int = 256) -> Iterator[str]:
+        """`chat`, yielding the reply in pieces as it is decoded; both turns are recorded at the end."""
+        self._need_model("chat")
         self.add("user", user_text)
         ctx = self.context(budget, reserve=max_new_tokens)
-        inputs = build_inputs(ctx, self.backend.model)
-        reply = self.backend.model.generate_text(inputs, max_new_tokens=max_new_tokens)
-        self.add("assistant", reply)
-        return reply
+        prompt = self.backend.prompts().chat(ctx)
+        pieces = []
+        for piece in self.backend.stream(prompt, max_new_tokens=max_new_tokens):
+            pieces.append(piece)
+            yield piece
+        self.add("assistant", "".join(pieces))
 
     def recall(self, page: int, tier: str | None = None, *, max_new_tokens: int = 2048) -> str:
         """Read a sealed page back to text with the model's OCR (at its current floor tier by default)."""
-        if not getattr(self.backend, "has_model", False):
-            raise ModelError("recall needs a model backend")
-        (sp,) = self.store.get_pages(self.session, page, page + 1) or [None]
+        self._need_model("recall")
+        (sp,) = self.store.get_pages(self.session, page, page + 1, with_png=False) or [None]
         if sp is None:
             raise InputError(f"session {self.session!r} has no sealed page {page}")
-        import io
-
-        from PIL import Image
-
         if tier is None:
             floor = self._floor_on_ladder(sp.floor)
             tier = floor if floor not in (None, "dropped") else self.backend.ladder.names[0]
-        return self.backend.model.ocr(Image.open(io.BytesIO(sp.png)), tier, max_new_tokens=max_new_tokens)
+        return self.backend.ocr(self.views.master(page, sp.content_hash), tier, max_new_tokens=max_new_tokens)
 
     def stats(self) -> dict[str, Any]:
         return self.store.stats(self.session)
@@ -376,4 +312,4 @@ def _render_dict(r: RenderSettings) -> dict[str, Any]:
     return d
 
 
-__all__ = ["Context", "ContextPage", "ContextTurn", "OpticalMemory"]
+__all__ = ["Context", "ContextPage", "ContextTurn", "OpticalMemory"]  # the context types live in optimem.context

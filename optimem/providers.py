@@ -166,7 +166,10 @@ def _claude(max_edge: int, max_pixels: float) -> Callable[..., int]:
 
 _OA = dict(max_images=500, max_request_bytes=50 * 1024 * 1024, message_tokens=3, request_tokens=3, image_format="openai")
 _OA_TIERS = dict(tiers=("large", "tiny"), detail={"large": "high", "tiny": "low"})
-_AN = dict(max_images=100, max_request_bytes=32 * 1024 * 1024, max_side_many=2000, message_tokens=4, request_tokens=0)
+# Tiers worth sending are those that cost clearly less than the ~1,000 text tokens a page holds: on
+# Claude a 1280 px page costs more than its text (1,600 tokens), on Gemini 2 anything above 768 px is
+# four tiles (1,032).
+_AN = dict(tiers=("small", "tiny"), max_images=100, max_request_bytes=32 * 1024 * 1024, max_side_many=2000, message_tokens=4, request_tokens=0)
 _GE = dict(max_images=3600, max_request_bytes=20 * 1024 * 1024, message_tokens=4, request_tokens=0)
 
 FAMILIES: tuple[Provider, ...] = (
@@ -182,7 +185,7 @@ FAMILIES: tuple[Provider, ...] = (
     Provider("anthropic", "claude", _claude(1568, 1.15e6), prefixes=("claude",), **_AN),
     Provider("gemini", "gemini-3", lambda w, h, detail=None: 1120, ("tiny",), max_images=900,
              max_request_bytes=20 * 1024 * 1024, prefixes=("gemini-3",)),
-    Provider("gemini", "gemini-2", lambda w, h, detail=None: gemini_image_tokens(w, h), ("large", "small"),
+    Provider("gemini", "gemini-2", lambda w, h, detail=None: gemini_image_tokens(w, h), ("small",),
              prefixes=("gemini",), **_GE),
     Provider("deepseek-ocr", "deepseek-ocr-v1", _deepseek, message_tokens=0, request_tokens=0, prefixes=("deepseek-ocr",)),
 )

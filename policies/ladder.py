@@ -57,17 +57,3 @@ class Ladder:
         for i, t in enumerate(self.tiers):
             out.append(t.fidelity if t.fidelity is not None else 1.0 - 0.5 * (i / max(n - 1, 1)))
         return tuple(out)
-
-
-# DeepSeek-OCR v1 (placeholder tokens incl. row newlines and the view separator). Fidelities are
-# provisional: small and tiny are the paper's Fox figures for pages of 900-1000 text tokens (Table 2:
-# 96.8% at 100 vision tokens, 85.9% at 64); base and large are not in that table and are set just
-# above small. `optimem bench legibility` measures a proxy per density; see the README.
-DEEPSEEK_OCR_V1 = Ladder(
-    (
-        TierCost("large", 421, 0.99),
-        TierCost("base", 273, 0.985),
-        TierCost("small", 111, 0.968),
-        TierCost("tiny", 73, 0.859),
-    )
-)

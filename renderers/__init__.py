@@ -1,8 +1,9 @@
 """Text → page images. Pure CPU: numpy, Pillow, freetype-py, tokenizers. Never imports torch or optimem.
 
-    from renderers import render_transcript, derive_tier
+    from renderers import render_transcript, view
     pages = render_transcript([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"}])
-    small = derive_tier(pages[0].image, "small")   # 640x640 RGB, as DeepSeek-OCR's small mode sees it
+    small = view(pages[0].image, 640, "resize")   # 640x640 grey, as DeepSeek-OCR's small mode sees it
+    # a model's tier names and sizes are its own table: optimem.ladders.DEEPSEEK_OCR_V1.view(master, "small")
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from renderers.inputs import load_input, load_transcript
 from renderers.layout import Paginator, build_page, page_spans
 from renderers.records import DOCUMENT_ROLE, ROLES, Page, RenderError, RenderSettings, Span, Turn, png_bytes
 from renderers.text import normalize_text
-from renderers.tiers import PAD_COLOR, TIERS, TierSpec, derive_tier, tier_spec
+from renderers.tiers import PAD_GREY, view
 
 __all__ = [
-    "DOCUMENT_ROLE", "FontError", "FontFiles", "PAD_COLOR", "Page", "Paginator", "ROLES", "RenderError",
-    "RenderSettings", "Span", "TIERS", "TierSpec", "Turn", "derive_tier", "iter_pages", "load_input",
-    "load_transcript", "normalize_text", "PageLayout", "paginate", "png_bytes", "render_document", "render_transcript", "tier_spec",
+    "DOCUMENT_ROLE", "FontError", "FontFiles", "PAD_GREY", "Page", "Paginator", "ROLES", "RenderError",
+    "RenderSettings", "Span", "Turn", "iter_pages", "load_input",
+    "load_transcript", "normalize_text", "PageLayout", "paginate", "png_bytes", "render_document", "render_transcript", "view",
 ]
 
 

@@ -7,7 +7,6 @@ import torch
 from PIL import Image
 
 from optimem.backends import DeepseekOCRBackend
-from optimem.context import build_inputs
 from optimem.memory import ContextPage, OpticalMemory
 from optimem.model import DeepseekOCR, tiny_config
 from renderers import RenderSettings
@@ -32,7 +31,7 @@ def _mem(tmp_path, backend, n=40):
 def test_prompt_layout_token_by_token(tmp_path, backend):
     mem = _mem(tmp_path, backend)
     ctx = mem.context(2500, new_message="What was fact7?")
-    inputs = build_inputs(ctx, backend.model)
+    inputs = backend.prompts().chat(ctx).as_inputs()
     expected = [0]
     embeds = []
     for item in ctx.items:

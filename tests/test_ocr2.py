@@ -17,7 +17,6 @@ import torch
 from PIL import Image, ImageDraw
 
 from optimem.backends import DeepseekOCR2Backend, DeepseekOCRBackend
-from optimem.context import build_inputs
 from optimem.errors import CheckpointError, ConfigError, InputError
 from optimem.memory import OpticalMemory
 from optimem.model import DeepseekOCR2, load_model
@@ -48,7 +47,7 @@ def _page(text: str, size=(1000, 1300)) -> Image.Image:
 
 
 def test_ladder_and_placeholder_counts(model):
-    assert model.ladder().names == ("tiles", "base", "small")
+    assert model.ladder.names == ("tiles", "base", "small")
     assert [model.placeholder_count(t) for t in ("tiles", "base", "small")] == [833, 257, 145]
     pages = [_page("alpha"), _page("beta", (1400, 900))]
     for tier in ("tiles", "base", "small"):
@@ -165,7 +164,8 @@ def test_memory_runs_on_ocr2(model, tmp_path):
                   for i in range(40)])
     ctx = mem.context(3000, new_message="What was fact7?")
     assert ctx.pages and {p.tier for p in ctx.pages} <= {"tiles", "base", "small"}
-    inputs = build_inputs(ctx, model)
+    inputs = backend.prompts().chat(ctx).as_inputs()
+    assert ctx.pages[0].image().size == ctx.pages[0].master().size  # OCR-2 resamples the master itself
     ids = torch.tensor(inputs["input_ids"])
     assert int((ids == IMAGE_TOKEN_ID).sum()) == sum(model.placeholder_count(p.tier) for p in ctx.pages)
     assert len(ids) <= 3000 + 64  # the plan's budget holds for OCR-2's costs (plus the prompt scaffolding)
@@ -185,7 +185,7 @@ def test_a_session_planned_for_v1_keeps_forgetting_monotone_on_ocr2(model, tmp_p
     assert isinstance(ocr2.recall(tiny_page, max_new_tokens=2), str)  # read at OCR-2's "small", not v1's "tiny"
     plan = ocr2.plan(1500)
     order = ("tiles", "base", "small", "dropped")
-    before = dict(v1_plan.page_tiers)
+    before = v1_plan.floors()  # what v1 persisted: age floors only
     for page, tier in plan.page_tiers:
         assert tier in order
         if before.get(page) in ("tiny", "dropped"):  # a v1 floor unknown to OCR-2 maps to its coarsest tier

@@ -16,14 +16,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from renderers import (
-    TIERS,
     FontError,
     FontFiles,
     Paginator,
     RenderError,
     RenderSettings,
     Turn,
-    derive_tier,
     iter_pages,
     load_input,
     normalize_text,
@@ -137,9 +135,11 @@ def test_cjk_renders_with_noto_and_records_fonts():
     ]
     (page,) = render_transcript(turns)
     assert page.missing_glyphs == 0
-    assert "Noto Sans CJK SC" in page.fonts and "DejaVu Sans" in page.fonts
-    (tc,) = render_transcript(turns, RenderSettings(cjk_face="TC"))
-    assert "Noto Sans CJK TC" in tc.fonts
+    # one paragraph with kana: the Japanese face draws all of it (tests/test_scripts.py: per language)
+    assert "Noto Sans CJK JP" in page.fonts and "DejaVu Sans" in page.fonts
+    (han,) = render_transcript([{"role": "user", "content": "光"}])
+    (tc,) = render_transcript([{"role": "user", "content": "光"}], RenderSettings(cjk_face="TC"))
+    assert "Noto Sans CJK SC" in han.fonts and "Noto Sans CJK TC" in tc.fonts
 
 
 def test_missing_glyphs_are_counted_and_drawn_as_boxes():
@@ -153,25 +153,6 @@ def test_text_tokens_and_chars():
     (page,) = render_transcript([{"role": "user", "content": "Optical memory keeps old turns as pages."}])
     assert page.chars == len("Optical memory keeps old turns as pages.")
     assert 5 < page.text_tokens < 20
-
-
-@pytest.mark.parametrize("tier", list(TIERS))
-def test_tiers_follow_deepseek_ocr_preprocessing(tier):
-    spec = TIERS[tier]
-    (page,) = render_transcript([{"role": "user", "content": "tier test"}])
-    img = derive_tier(page.image, tier)
-    assert img.size == (spec.size, spec.size) and img.mode == "RGB"
-    # a non-square image: pad tiers keep the aspect and fill with grey 127; resize tiers stretch
-    wide = Image.new("RGB", (1280, 640), (255, 255, 255))
-    out = derive_tier(wide, tier)
-    corner = out.getpixel((0, 0))
-    assert corner == ((127, 127, 127) if spec.mode == "pad" else (255, 255, 255))
-    assert spec.placeholder_tokens == {"large": 421, "base": 273, "small": 111, "tiny": 73}[tier]
-
-
-def test_unknown_tier_lists_valid_ones():
-    with pytest.raises(RenderError, match="large, base, small, tiny"):
-        derive_tier(Image.new("L", (10, 10)), "huge")
 
 
 # --- bad input -------------------------------------------------------------------------------------

@@ -212,8 +212,9 @@ def _segment_key(seg) -> tuple:
 
 
 def replay(turns: list[dict], costs: Costs, budgets: list[int]) -> dict:
-    from optimem.planning import page_records
-    from policies import DEEPSEEK_OCR_V1, Planner, TurnInfo
+    from optimem.ladders import DEEPSEEK_OCR_V1
+    from optimem.records import page_infos
+    from policies import Planner, TurnInfo
     from renderers import Turn, paginate
 
     layouts = paginate([Turn(t["role"], t["content"]) for t in turns])
@@ -244,7 +245,7 @@ def replay(turns: list[dict], costs: Costs, budgets: list[int]) -> dict:
                hist + REPLY_TOKENS <= WINDOW)
         prev_prefix_ctx = hist + REPLY_TOKENS
     for budget in budgets:
-        planner = Planner(DEEPSEEK_OCR_V1)
+        planner = Planner(DEEPSEEK_OCR_V1.costs)
         planner.extend([TurnInfo(i, t["tokens"]) for i, t in enumerate(turns[:1])])
         added_pages = 0
         encoded: set[tuple[int, str]] = set()
@@ -257,7 +258,7 @@ def replay(turns: list[dict], costs: Costs, budgets: list[int]) -> dict:
                 planner.extend([TurnInfo(i, turns[i]["tokens"]) for i in range(2 * u - 1, upto)])
             new_pages = [k for k in range(added_pages, len(layouts)) if sealed_at[k] is not None and sealed_at[k] <= upto]
             if new_pages:
-                planner.extend(pages=page_records([layouts[k] for k in new_pages], first_index=added_pages))
+                planner.extend(pages=page_infos([layouts[k] for k in new_pages], first_index=added_pages))
                 added_pages += len(new_pages)
             avail = budget - REPLY_TOKENS
             plan = planner.plan(avail)

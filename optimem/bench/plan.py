@@ -48,19 +48,20 @@ def example_plans(budgets=(2000, 8000, 32000)) -> list[dict]:
     """Plans for the bundled 200-turn example (or a synthetic one) under several budgets."""
     from importlib import resources
 
-    from optimem.planning import page_records, turn_records
-    from policies import DEEPSEEK_OCR_V1, plan
+    from optimem.ladders import DEEPSEEK_OCR_V1
+    from optimem.records import page_infos, turn_infos
+    from policies import plan
     from renderers import load_transcript, normalize_text, paginate
 
     path = resources.files("optimem").joinpath("data/example_chat.jsonl")
     turns = load_transcript(str(path))[:200]
     layouts = [p for p in paginate(turns) if p.full]
-    records = turn_records([normalize_text(t.content) for t in turns])
-    pages = page_records(layouts)
+    records = turn_infos([normalize_text(t.content) for t in turns])
+    pages = page_infos(layouts)
     total_text = sum(r.tokens for r in records)
     rows = []
     for b in budgets:
-        p = plan(records, pages, b, DEEPSEEK_OCR_V1)
+        p = plan(records, pages, b, DEEPSEEK_OCR_V1.costs)
         tiers: dict[str, int] = {}
         for _, t in p.page_tiers:
             tiers[t] = tiers.get(t, 0) + 1
@@ -74,16 +75,17 @@ def example_plans(budgets=(2000, 8000, 32000)) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from policies import DEEPSEEK_OCR_V1, Planner, TurnInfo
+    from optimem.ladders import DEEPSEEK_OCR_V1
+    from policies import Planner, TurnInfo
 
     turns, pages = _synthetic(args.pages)
 
     def full() -> None:
-        planner = Planner(DEEPSEEK_OCR_V1)
+        planner = Planner(DEEPSEEK_OCR_V1.costs)
         planner.extend(turns, pages)
         planner.plan(args.budget)
 
-    planner = Planner(DEEPSEEK_OCR_V1)
+    planner = Planner(DEEPSEEK_OCR_V1.costs)
     planner.extend(turns, pages)
     planner.set_floors(planner.plan(args.budget).floors())
     state = {"n": len(turns)}
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> dict:
         state["n"] += 1
         planner.plan(args.budget)
 
-    built = Planner(DEEPSEEK_OCR_V1)
+    built = Planner(DEEPSEEK_OCR_V1.costs)
     built.extend(turns, pages)
     plan_ms = _median_ms(lambda: built.plan(args.budget), args.repeats)
     full_ms = _median_ms(full, args.repeats)

@@ -17,12 +17,15 @@ BENCHMARKS: dict[str, str] = {
     "render": "pages per second: freetype-py glyph cache vs Pillow ImageDraw",
     "legibility": "character accuracy per tier and text density, read back by an independent OCR",
     "plan": "planning time for 10,000 pages; incremental vs full",
+    "retention": "facts still readable at a conversation's end per budget: optimem vs strict decay vs truncation",
     "encode": "DeepEncoder pages/s and TFLOP/s per mode and batch (GPU), vs the reference path",
     "ocr2": "DeepSeek-OCR-2 encoder pages/s and TFLOP/s per tier and batch (GPU)",
     "memory": "add-turn latency (SQLite, Redis), context() time, page pipeline throughput",
     "tokens": "tokens per model call: optimem vs full text vs trim_messages, per provider",
     "docqa": "document ingest speed and retrieval recall@k",
+    "pipeline": "the page pipeline per turn: context() + tier images, cold session, document QA ask",
     "e2e": "whole-conversation GPU cost: full text, prefix cache, truncation, optimem",
+    "store": "Redis store load (one node vs a 3-master cluster), failover and resharding on Redis Cluster",
 }
 
 

@@ -28,7 +28,8 @@ import numpy as np
 from optimem.errors import CheckpointError, ConfigError, InputError
 from optimem.model.config import DeepseekOCRConfig, tiny_config
 from optimem.model.decoding import DecoderMixin, _banned_ngrams  # noqa: F401  (re-exported for tests)
-from optimem.model.preprocess import MODES, gundam_placeholders, preprocess, preprocess_gundam
+from optimem.ladders import DEEPSEEK_OCR_V1, ModelLadder
+from optimem.model.preprocess import gundam_placeholders, preprocess, preprocess_gundam
 from optimem.model.runtime import checkpoint_dir, dtype_name, init_random, resolve_device, resolve_dtype
 from optimem.model.speed import CompileMixin
 
@@ -39,10 +40,7 @@ __all__ = ["DeepseekOCR", "DeepseekOCR2", "load_model", "DeepseekOCRConfig", "ti
 
 def placeholder_count(tier: str) -> int:
     """Context tokens of one page at a non-tiled tier: g·(g+1)+1 (73, 111, 273, 421)."""
-    if tier not in MODES:
-        raise ConfigError(f"unknown tier '{tier}'; valid: {', '.join(MODES)}")
-    g = MODES[tier][0] // 64
-    return g * (g + 1) + 1
+    return DEEPSEEK_OCR_V1.placeholder_count(tier)
 
 
 def load_model(path_or_hub_id: str | Path, *, dtype: Any = None, device: str | None = None):
@@ -178,12 +176,10 @@ class DeepseekOCR(DecoderMixin, CompileMixin):
     def eos_token_id(self) -> int:
         return self.config.text.eos_token_id
 
-    def ladder(self):
-        from policies import Ladder, TierCost
-        from policies.ladder import DEEPSEEK_OCR_V1
-
-        fid = {t.name: t.fidelity for t in DEEPSEEK_OCR_V1.tiers}
-        return Ladder(tuple(TierCost(t, placeholder_count(t), fid[t]) for t in ("large", "base", "small", "tiny")))
+    @property
+    def ladder(self) -> ModelLadder:
+        """v1's tier table (names, views, placeholder tokens, fidelity)."""
+        return DEEPSEEK_OCR_V1
 
     def placeholder_count(self, tier: str) -> int:
         return placeholder_count(tier)

@@ -41,22 +41,19 @@ from optimem.model.runtime import checkpoint_dir, dtype_name, init_random, resol
 from optimem.model.speed import CompileMixin
 
 GLOBAL_SIZE, TILE_SIZE, TILES = 1024, 768, 4
-QUERIES = {TILE_SIZE: 144, GLOBAL_SIZE: 256}  # the model's two learned query sets
 
-# tier -> (image-processor settings, placeholder tokens)
-TIERS: dict[str, tuple[dict[str, Any], int]] = {
-    "tiles": ({"crop_to_patches": True, "min_patches": TILES, "max_patches": TILES},
-              TILES * QUERIES[TILE_SIZE] + QUERIES[GLOBAL_SIZE] + 1),
-    "base": ({"crop_to_patches": False, "tile_size": GLOBAL_SIZE}, QUERIES[GLOBAL_SIZE] + 1),
-    "small": ({"crop_to_patches": False}, QUERIES[TILE_SIZE] + 1),
+# tier -> image-processor settings; names and placeholder tokens are optimem.ladders.DEEPSEEK_OCR2
+TIERS: dict[str, dict[str, Any]] = {
+    "tiles": {"crop_to_patches": True, "min_patches": TILES, "max_patches": TILES},
+    "base": {"crop_to_patches": False, "tile_size": GLOBAL_SIZE},
+    "small": {"crop_to_patches": False},
 }
 
 
 def ocr2_placeholder_count(tier: str) -> int:
-    try:
-        return TIERS[tier][1]
-    except KeyError:
-        raise ConfigError(f"unknown DeepSeek-OCR-2 tier '{tier}'; valid: {', '.join(TIERS)}") from None
+    from optimem.ladders import DEEPSEEK_OCR2
+
+    return DEEPSEEK_OCR2.placeholder_count(tier)
 
 
 def tiny_ocr2_config():
@@ -204,10 +201,12 @@ class DeepseekOCR2(DecoderMixin, CompileMixin):
     def eos_token_id(self) -> int:
         return self.config.text_config.eos_token_id
 
+    @property
     def ladder(self):
-        from policies import Ladder, TierCost
+        """OCR-2's tier table (optimem.ladders.DEEPSEEK_OCR2); its processor resamples the master."""
+        from optimem.ladders import DEEPSEEK_OCR2
 
-        return Ladder(tuple(TierCost(name, tokens) for name, (_, tokens) in TIERS.items()))
+        return DEEPSEEK_OCR2
 
     def placeholder_count(self, tier: str) -> int:
         return ocr2_placeholder_count(tier)
@@ -221,7 +220,7 @@ class DeepseekOCR2(DecoderMixin, CompileMixin):
         from optimem.model.preprocess import to_rgb
 
         ocr2_placeholder_count(tier)  # unknown tiers fail here, naming the valid ones
-        settings = TIERS[tier][0]
+        settings = TIERS[tier]
         rgb = [to_rgb(img) for img in images]
         if settings.get("crop_to_patches"):
             rgb = [_upscale_for_tiles(im, Image.Resampling.BICUBIC) for im in rgb]

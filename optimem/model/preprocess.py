@@ -15,10 +15,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from optimem.errors import ConfigError, InputError
+from optimem.ladders import DEEPSEEK_OCR_V1
+from renderers.tiers import PAD_GREY, view
 
-# (image size fed to the encoder, mode, grid side): v1's four native modes
-MODES = {"tiny": (512, "resize"), "small": (640, "resize"), "base": (1024, "pad"), "large": (1280, "pad")}
-PAD = (127, 127, 127)
+# (image size fed to the encoder, mode): v1's four native modes, from its one tier table
+MODES = {v.name: (v.size, v.mode) for v in DEEPSEEK_OCR_V1.views}
+PAD = (PAD_GREY,) * 3
 MAX_PIXELS = 1 << 28  # ~268 MP: past this the decode alone needs gigabytes; refuse rather than swap
 
 
@@ -44,12 +46,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
         top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
         image = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
     return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def view(image: Image.Image, size: int, mode: str) -> Image.Image:
-    if mode == "resize":
-        return image.resize((size, size), Image.Resampling.BICUBIC)
-    return ImageOps.pad(image, (size, size), color=PAD)
 
 
 def normalize(image: Image.Image) -> np.ndarray:

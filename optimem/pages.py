@@ -1,0 +1,161 @@
+"""The page pipeline between the store and a model: page views and vision tokens.
+
+- `PageViews`: a session's page masters and tier views, derived once and kept in small LRU caches,
+  so a page shown at the same tier on the next turn costs nothing and a master PNG is read from the
+  store and decoded only when one of its views is missing.
+- `PageEncoder`: vision tokens of pages at their tiers, looked up hot (an LRU on the model's device
+  under a byte budget), then in the store's cache (codec bytes keyed by page hash, model and tier),
+  and only then encoded: batched per tier, identical pages once, written back to both caches.
+
+Chat memory, document QA and the native LangChain chat model all go through these two classes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from optimem.errors import CacheCorruptError
+from optimem.ladders import ModelLadder
+
+log = logging.getLogger(__name__)
+
+
+def _nbytes(embeds: Any) -> int:
+    nbytes = getattr(embeds, "nbytes", None)  # numpy, and torch >= 2.1
+    return int(nbytes) if nbytes is not None else int(embeds.numel()) * int(embeds.element_size())
+
+
+class _LRU(OrderedDict):
+    def __init__(self, max_items: int) -> None:
+        super().__init__()
+        self.max_items = max_items
+
+    def get_fresh(self, key: Any) -> Any:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.max_items:
+            self.popitem(last=False)
+
+
+class PageViews:
+    """Masters and tier views of one session's pages. `load_png(index)` reads a master PNG."""
+
+    def __init__(self, ladder: ModelLadder, load_png: Callable[[int], bytes], *, max_views: int = 512,
+                 max_masters: int = 4) -> None:
+        self.ladder = ladder
+        self._load_png = load_png
+        self._views = _LRU(max_views)  # (content hash, tier) -> image
+        self._masters = _LRU(max_masters)  # content hash -> decoded master
+
+    def png(self, index: int) -> bytes:
+        return self._load_png(index)
+
+    def master(self, index: int, content_hash: str):
+        image = self._masters.get_fresh(content_hash)
+        if image is None:
+            from PIL import Image
+
+            image = Image.open(io.BytesIO(self._load_png(index)))
+            image.load()
+            self._masters.put(content_hash, image)
+        return image
+
+    def view(self, index: int, content_hash: str, tier: str):
+        key = (content_hash, tier)
+        image = self._views.get_fresh(key)
+        if image is None:
+            image = self.ladder.view(self.master(index, content_hash), tier)
+            self._views.put(key, image)
+        return image
+
+
+class VisionCache:
+    """Vision tokens by (page hash, model, tier): hot on the device under `hot_bytes`, then the store."""
+
+    def __init__(self, store: Any, session: str, model_id: str, *, hot_bytes: int = 1 << 30) -> None:
+        self.store = store
+        self.session = session
+        self.model_id = model_id
+        self.hot_bytes = hot_bytes
+        self._hot: OrderedDict[str, Any] = OrderedDict()
+        self._hot_size = 0
+
+    def key(self, content_hash: str, tier: str) -> str:
+        from optimem.store import cache_key
+
+        return cache_key(content_hash, self.model_id, tier)
+
+    def get(self, content_hash: str, tier: str) -> Any:
+        key = self.key(content_hash, tier)
+        if key in self._hot:
+            self._hot.move_to_end(key)
+            return self._hot[key]
+        blob = self.store.get_cache_blob(self.session, key)
+        if blob is None:
+            return None
+        from optimem.store import codec
+
+        try:
+            dtype, arr = codec.decode(blob, model=self.model_id, tier=tier, content_hash=content_hash)
+        except CacheCorruptError as exc:
+            log.warning("discarding the cached vision tokens of page %s at %s: %s", content_hash[:12], tier, exc)
+            self.store.delete_cache(self.session, key)
+            return None
+        embeds = codec.to_torch(dtype, arr)
+        self._keep_hot(key, embeds)
+        return embeds
+
+    def put(self, content_hash: str, tier: str, embeds: Any) -> None:
+        from optimem.store import codec
+
+        key = self.key(content_hash, tier)
+        self.store.put_cache(self.session, key, codec.encode(embeds, model=self.model_id, tier=tier,
+                                                             content_hash=content_hash))
+        self._keep_hot(key, embeds)
+
+    def _keep_hot(self, key: str, embeds: Any) -> None:
+        size = _nbytes(embeds)
+        if size > self.hot_bytes:
+            return
+        old = self._hot.pop(key, None)
+        if old is not None:
+            self._hot_size -= _nbytes(old)
+        self._hot[key] = embeds
+        self._hot_size += size
+        while self._hot_size > self.hot_bytes:
+            _, dropped = self._hot.popitem(last=False)
+            self._hot_size -= _nbytes(dropped)
+
+
+class PageEncoder:
+    """Fills `embeds` of context pages through the caches; encodes what they miss, batched per tier."""
+
+    def __init__(self, backend: Any, cache: VisionCache) -> None:
+        self.backend = backend
+        self.cache = cache
+
+    def encode(self, pages: Sequence[Any]) -> None:
+        missing: dict[str, dict[str, list[Any]]] = {}
+        for page in pages:
+            embeds = self.cache.get(page.content_hash, page.tier)
+            if embeds is not None:
+                page.embeds = embeds
+            else:  # identical page images are encoded once
+                missing.setdefault(page.tier, {}).setdefault(page.content_hash, []).append(page)
+        for tier, by_hash in missing.items():
+            firsts = [group[0] for group in by_hash.values()]
+            embeds = self.backend.encode([p.image() for p in firsts], tier)
+            for h, emb in zip(by_hash, embeds):
+                self.cache.put(h, tier, emb)
+                for page in by_hash[h]:
+                    page.embeds = emb

@@ -1,0 +1,80 @@
+"""Native DeepSeek-OCR prompts as token ids plus the vision-token rows that fill their image
+placeholders: one builder for chat (`Context.pieces()`), document QA (pages, then the question) and
+OCR (a page, then an instruction). Special token ids come from the backend (its model's config),
+never from constants, so a checkpoint with other ids is prompted correctly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from optimem.context import ASSISTANT, USER, Context
+from optimem.errors import ModelError
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    bos: int
+    eos: int
+    image: int
+
+
+@dataclass
+class NativePrompt:
+    input_ids: list[int] = field(default_factory=list)
+    image_embeds: list[Any] = field(default_factory=list)  # one [placeholders, hidden] per page, in order
+
+    def as_inputs(self) -> dict[str, Any]:
+        """The dict `model.generate_text` takes."""
+        return {"input_ids": self.input_ids, "image_embeds": self.image_embeds}
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class PromptBuilder:
+    def __init__(self, tokenizer: Any, ids: SpecialIds) -> None:
+        self.tokenizer = tokenizer
+        self.ids = ids
+
+    def _text(self, prompt: NativePrompt, text: str) -> None:
+        prompt.input_ids.extend(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def _page(self, prompt: NativePrompt, placeholders: int, embeds: Any, what: str) -> None:
+        if embeds is None:
+            raise ModelError(f"{what} has no vision tokens: build the context with a model backend (encode=True)")
+        rows = int(embeds.shape[0])
+        if rows != placeholders:
+            raise ModelError(f"{what} brings {rows} vision tokens for {placeholders} placeholders")
+        prompt.input_ids.extend([self.ids.image] * placeholders)
+        prompt.image_embeds.append(embeds)
+
+    def chat(self, ctx: Context) -> NativePrompt:
+        """The context's pieces (`Context.pieces`), after BOS."""
+        prompt = NativePrompt([self.ids.bos])
+        for kind, val in ctx.pieces():
+            if kind == "page":
+                self._page(prompt, val.tokens, val.embeds, f"page {val.index}")
+            elif kind == "eos":
+                prompt.input_ids.append(self.ids.eos)
+            else:
+                self._text(prompt, val)
+        return prompt
+
+    def pages_then_question(self, pages: Iterable[tuple[str, Any]], question: str) -> NativePrompt:
+        """BOS, each (label, embeds) page's placeholders + "\\n", then the question as a user turn."""
+        prompt = NativePrompt([self.ids.bos])
+        for label, embeds in pages:
+            self._page(prompt, int(embeds.shape[0]), embeds, label)
+            self._text(prompt, "\n")
+        self._text(prompt, f"{USER}: {question}\n\n{ASSISTANT}:")
+        return prompt
+
+    def ocr(self, embeds: Any, instruction: str = "Free OCR.") -> NativePrompt:
+        """The reference's plain OCR prompt: BOS, the page's placeholders, "\\n" + instruction."""
+        prompt = NativePrompt([self.ids.bos])
+        self._page(prompt, int(embeds.shape[0]), embeds, "the page")
+        self._text(prompt, f"\n{instruction}")
+        return prompt

@@ -1,0 +1,72 @@
+"""The bridge from stored or rendered things to the planner's records: one `TurnInfo` per turn
+(DeepSeek-OCR token count, exact-content flag, pin, time) and one `PageInfo` per sealed page (first
+and last turn, text tokens, floor, whether its last turn continues). Chat memory, document QA, the
+CLI and the LangChain compressor all plan through these two functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from policies import PageInfo, TurnInfo, detect_exact
+
+
+def turn_infos(
+    texts: Sequence[str],
+    *,
+    ids: Sequence[int] | None = None,
+    pinned: Sequence[bool] | None = None,
+    timestamps: Sequence[float | None] | None = None,
+    tokens: Sequence[int] | None = None,
+) -> list[TurnInfo]:
+    """TurnInfo per text (ids default to positions); token counts are counted here unless given."""
+    if tokens is None:
+        from renderers.tokens import count_tokens_batch
+
+        tokens = count_tokens_batch(list(texts))
+    return [
+        TurnInfo(
+            index=ids[i] if ids is not None else i,
+            tokens=tokens[i],
+            pinned=bool(pinned[i]) if pinned is not None else False,
+            exact=bool(detect_exact(text)),
+            timestamp=timestamps[i] if timestamps is not None else None,
+        )
+        for i, text in enumerate(texts)
+    ]
+
+
+def stored_turn_infos(turns: Sequence[Any]) -> list[TurnInfo]:
+    """TurnInfo per stored turn (`StoredTurn`): tokens counted over the content as a text turn sends it
+    (a decomposed accent or a CRLF costs more than its normalised, drawn form), the exact-content flag
+    over the normalised text."""
+    from renderers import normalize_text
+    from renderers.tokens import count_tokens_batch
+
+    raw = [t.content for t in turns]
+    return turn_infos([normalize_text(c) for c in raw], ids=[t.id for t in turns], tokens=count_tokens_batch(raw),
+                      pinned=[t.pinned for t in turns], timestamps=[t.created for t in turns])
+
+
+def _span(s: Any, key: str) -> Any:
+    return s[key] if isinstance(s, dict) else getattr(s, key)
+
+
+def page_infos(pages: Sequence[Any], *, floors: Sequence[str | None] | None = None,
+               first_index: int | None = None, turn_offset: int = 0) -> list[PageInfo]:
+    """PageInfo per sealed page: stored pages (`StoredPage`, spans as dicts, floors) or rendered pages
+    and layouts (spans as `Span`s). Indices are the pages' own unless `first_index` renumbers them."""
+    out = []
+    for i, p in enumerate(pages):
+        first, last = p.spans[0], p.spans[-1]
+        index = p.index if first_index is None else first_index + i
+        floor = floors[i] if floors is not None else getattr(p, "floor", None)
+        text_tokens = getattr(p, "text_tokens", None)
+        if text_tokens is None:
+            from renderers.tokens import count_tokens
+
+            text_tokens = count_tokens(p.text)
+        out.append(PageInfo(index, turn_offset + _span(first, "turn"), turn_offset + _span(last, "turn"),
+                            text_tokens, floor, partial_last=bool(_span(last, "continues"))))
+    return out
