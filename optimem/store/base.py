@@ -206,12 +206,23 @@ def check_ladder(ladder: Sequence[str]) -> list[str]:
     return names
 
 
-def doc_pages(record: Mapping[str, Any]) -> range:
-    """The page indices a document record owns (`first_page`, `pages`)."""
-    first, n = record.get("first_page"), record.get("pages", 0)
-    if not isinstance(first, int) or not isinstance(n, int) or first < 0 or n < 0:
-        raise InputError(f"a document record needs integer first_page >= 0 and pages >= 0, got {first!r}, {n!r}")
-    return range(first, first + n)
+def doc_pages(record: Mapping[str, Any]) -> list[int]:
+    """The page indices a document record owns: `ranges` ([[first, count], ...], a document written in
+    several allocations, `pending` ranges of an unfinished re-ingest included) or `first_page` + `pages`."""
+    spans: list[Any] = []
+    if "ranges" in record or "pending" in record:
+        spans += list(record.get("ranges") or [])
+        pending = record.get("pending") or {}
+        spans += list(pending.get("ranges") or []) if isinstance(pending, Mapping) else [None]
+    else:
+        spans.append([record.get("first_page"), record.get("pages", 0)])
+    out: list[int] = []
+    for r in spans:
+        ok = isinstance(r, (list, tuple)) and len(r) == 2 and all(type(x) is int and x >= 0 for x in r)
+        if not ok:
+            raise InputError(f"a document record owns pages as ranges [first, count] of integers >= 0, not {r!r}")
+        out.extend(range(r[0], r[0] + r[1]))
+    return out
 
 
 @runtime_checkable
