@@ -11,7 +11,8 @@ pdfium at the 1280 px master size (the document's own typesetting), and the PDF'
 beside each page (a page without one is still ingested, flagged `has_text: false`). Pages stream one
 at a time (bounded memory) and each is stored as it is made, so re-running skips pages already there.
 
-Ask: BM25 (`bm25s`) over the kept page texts picks the top-k pages; the policies then choose tiers so
+Ask: BM25 (`bm25s`, `optimem.search`: built once per set of pages and kept in the store) over the
+kept page texts picks the top-k pages; the policies then choose tiers so
 they fit the budget, treating relevance like recency (the most relevant page is the "newest", so the
 least relevant pages blur or drop first); the pages are spliced before the question in the native
 DeepSeek-OCR prompt and the answer cites them.
@@ -26,7 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optimem.backends import Backend, NoModelBackend
+from optimem.context import ContextPage
 from optimem.errors import InputError
+from optimem.pages import PageEncoder, PageViews, VisionCache
+from optimem.prompt import NativePrompt
+from optimem.search import PageIndex
 from optimem.store import Store, StoredPage, open_store
 
 log = logging.getLogger(__name__)
@@ -58,13 +64,15 @@ class Answer:
 
 
 class DocumentMemory:
-    def __init__(self, session: str, store: Store | str | None = None, *, backend: Any = None) -> None:
-        from optimem.backends import LayoutBackend
+    def __init__(self, session: str, store: Store | str | None = None, *, backend: Backend | None = None) -> None:
         from optimem.store import check_session
 
         self.session = check_session(session)
         self.store = store if isinstance(store, Store) else open_store(store)
-        self.backend = backend or LayoutBackend()
+        self.backend = backend or NoModelBackend()
+        self.views = PageViews(self.backend.ladder, self._load_png)
+        self._encoder: PageEncoder | None = None
+        self._page_index: PageIndex | None = None
 
     # -- ingest -------------------------------------------------------------------------------------
     def ingest(self, path: str | Path, *, progress: bool = False) -> IngestReport:
@@ -145,19 +153,36 @@ class DocumentMemory:
             pdf.close()
 
     # -- ask ----------------------------------------------------------------------------------------
-    def retrieve(self, question: str, k: int = 8) -> list[tuple[int, float]]:
-        import bm25s
+    def _index(self, pages: list[StoredPage]) -> PageIndex:
+        """BM25 over these pages: kept in this object, else loaded from the store, else built and saved."""
+        from optimem.search import PageIndex, pages_digest
 
+        digest = pages_digest(pages)
+        if self._page_index is not None and self._page_index.digest == digest:
+            return self._page_index
+        key = f"bm25|{digest}"
+        blob = self.store.get_cache_blob(self.session, key)
+        index = PageIndex.from_bytes(blob, digest) if blob is not None else None
+        if index is None:
+            index = PageIndex.build(pages)
+            self.store.put_cache(self.session, key, index.to_bytes())
+            if self._page_index is not None:  # the previous set's index is stale now
+                self.store.delete_cache(self.session, f"bm25|{self._page_index.digest}")
+        self._page_index = index
+        return index
+
+    def _pages(self) -> list[StoredPage]:
         pages = self.store.get_pages(self.session, with_png=False)
         if not pages:
             raise InputError(f"session {self.session!r} has no ingested pages: run ingest first")
-        corpus = [p.text or "" for p in pages]
-        retriever = bm25s.BM25()
-        retriever.index(bm25s.tokenize(corpus, show_progress=False), show_progress=False)
-        docs, scores = retriever.retrieve(bm25s.tokenize([question], show_progress=False), k=min(k, len(pages)),
-                                          show_progress=False)
-        # pages with no text layer score 0 and come last (documented rule)
-        return [(pages[int(d)].index, float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+        return pages
+
+    def retrieve(self, question: str, k: int = 8) -> list[tuple[int, float]]:
+        """The k best pages for `question` by BM25, [(page index, score)], best first; pages with no
+        matching word (or no text layer) are left out."""
+        if k < 1:
+            raise InputError(f"k must be at least 1, not {k}")
+        return self._index(self._pages()).search(question, k)
 
     def ask(self, question: str, *, budget: int = 4096, k: int = 8, max_new_tokens: int = 256) -> Answer:
         from policies import PageInfo, Planner, Policy, Schedule, TurnInfo
@@ -165,22 +190,25 @@ class DocumentMemory:
 
         if not question.strip():
             raise InputError("the question is empty")
+        if k < 1:
+            raise InputError(f"k must be at least 1, not {k}")
         need = max_new_tokens + count_tokens(question) + 16
         if budget < need:
             from optimem.errors import ConfigError
 
             raise ConfigError(f"budget {budget} is below the {max_new_tokens} tokens the answer reserves plus "
                               f"{need - max_new_tokens} for the question; use at least {need}")
-        hits = self.retrieve(question, k)
+        all_pages = self._pages()  # read once per question
+        hits = self._index(all_pages).search(question, k)
         if not hits:
             return Answer(question, None, [], 0, note="no page matches the question's words")
-        stored = {p.index: p for p in self.store.get_pages(self.session, with_png=False)}
+        stored = {p.index: p for p in all_pages}
         # least relevant first ("oldest"), the question last ("newest", kept as text)
         order = list(reversed(hits))
         turns = [TurnInfo(i, stored[p].text_tokens) for i, (p, _) in enumerate(order)]
         turns.append(TurnInfo(len(order), count_tokens(question) + 16))
         pages = [PageInfo(i, i, i, stored[p].text_tokens) for i, (p, _) in enumerate(order)]
-        planner = Planner(self.backend.ladder, Policy(recent_turns=1, schedule=Schedule("turns", ())))
+        planner = Planner(self.backend.ladder.costs, Policy(recent_turns=1, schedule=Schedule("turns", ())))
         planner.extend(turns, pages)
         plan = planner.plan(budget - max_new_tokens)
         tiers = plan.tiers()
@@ -189,28 +217,39 @@ class DocumentMemory:
         dropped = [order[i][0] for i in range(len(order)) if tiers.get(i) == "dropped"]
         answer = None
         note = "no model: retrieval and plan only"
-        if getattr(self.backend, "has_model", False):
-            inputs = self.build_inputs(question, chosen)
-            answer = self.backend.model.generate_text(inputs, max_new_tokens=max_new_tokens)
+        if self.backend.has_model:
+            answer = self.backend.generate(self.prompt(question, chosen, stored), max_new_tokens=max_new_tokens)
             cites = ", ".join(f"p.{stored[p].meta.get('label') or stored[p].meta.get('page', p) + 1}" for p, _, _ in chosen)
             answer = f"{answer} [{cites}]" if cites else answer
             note = ""
         return Answer(question, answer, chosen, plan.total_tokens, dropped, note)
 
-    def build_inputs(self, question: str, chosen: list[tuple[int, str, float]]) -> dict[str, Any]:
-        """BOS, each page's placeholders + "\\n" (document order), then the question in the chat format."""
-        from PIL import Image
+    def context_pages(self, chosen: list[tuple[int, str, float]],
+                      stored: dict[int, StoredPage] | None = None) -> list[ContextPage]:
+        """The chosen (page, tier, score) triples as context pages in document order, with their tier
+        images (`.image()`) and, with a model backend, their vision tokens (through the shared caches)."""
+        if stored is None:
+            stored = {p.index: p for p in self._pages()}
+        pages = [ContextPage(p, tier, range(0), self.backend.placeholder_count(tier), stored[p].text_tokens,
+                             stored[p].content_hash, self.views) for p, tier, _ in sorted(chosen)]
+        if self.backend.has_model:
+            self.encoder.encode(pages)
+        return pages
 
-        from renderers.tokens import BOS_ID, IMAGE_TOKEN_ID
+    def prompt(self, question: str, chosen: list[tuple[int, str, float]],
+               stored: dict[int, StoredPage] | None = None) -> NativePrompt:
+        """BOS, each chosen page's placeholders + "\\n" (document order), then the question as a user turn."""
+        pages = self.context_pages(chosen, stored)
+        return self.backend.prompts().pages_then_question([(f"page {p.index}", p.embeds) for p in pages], question)
 
-        ordered = sorted(chosen)
-        ids = [BOS_ID]
-        embeds = []
-        tok = self.backend.model.tokenizer
-        for p, tier, _ in ordered:
-            (sp,) = self.store.get_pages(self.session, p, p + 1)
-            emb = self.backend.encode([Image.open(io.BytesIO(sp.png))], tier)[0]
-            ids += [IMAGE_TOKEN_ID] * emb.shape[0] + tok.encode("\n", add_special_tokens=False).ids
-            embeds.append(emb)
-        ids += tok.encode(f"<|User|>: {question}\n\n<|Assistant|>:", add_special_tokens=False).ids
-        return {"input_ids": ids, "image_embeds": embeds}
+    @property
+    def encoder(self) -> PageEncoder:
+        if self._encoder is None:
+            self._encoder = PageEncoder(self.backend, VisionCache(self.store, self.session, self.backend.model_id))
+        return self._encoder
+
+    def _load_png(self, index: int) -> bytes:
+        (page,) = self.store.get_pages(self.session, index, index + 1) or [None]
+        if page is None or not page.png:
+            raise InputError(f"session {self.session!r} has no page {index}")
+        return page.png

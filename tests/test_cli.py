@@ -237,3 +237,80 @@ def test_model_path_that_does_not_exist_is_named(capsys, tmp_path, monkeypatch):
 
     with pytest.raises(CheckpointError, match="does not exist"):  # the library says the same, without the CLI
         checkpoint_dir("/models/DeepSeek-OCR-missing")
+
+
+# -- ingest and ask ----------------------------------------------------------------------------------
+def _labeled_pdf(path: Path) -> None:
+    """Four pages whose printed labels are i, ii, 1, 2 (front matter in roman numerals)."""
+    pikepdf = pytest.importorskip("pikepdf")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    plain = path.with_name("plain.pdf")
+    lines = ["Preface: how to read this manual.", "Contents and safety notes.",
+             "Pump P-100. The flange bolts need a torque of 45 Nm. The pump runs at 1450 rpm.",
+             "Valve V-7 opens at 3 bar."]
+    with PdfPages(plain) as pdf:
+        for line in lines:
+            fig = plt.figure(figsize=(8.5, 11))
+            fig.text(0.1, 0.9, line, fontsize=12)
+            pdf.savefig(fig)
+            plt.close(fig)
+    with pikepdf.open(plain) as pdf:
+        pdf.Root.PageLabels = pikepdf.Dictionary(Nums=[0, pikepdf.Dictionary(S=pikepdf.Name.r), 2,
+                                                       pikepdf.Dictionary(S=pikepdf.Name.D)])
+        pdf.save(path)
+
+
+@pytest.fixture
+def ingested(tmp_path, capsys) -> str:
+    pdf = tmp_path / "manual.pdf"
+    _labeled_pdf(pdf)
+    url = f"sqlite:///{tmp_path / 'docs.db'}"
+    rc, out, _ = cli(capsys, "ingest", str(pdf), "--session", "manual", "--store", url, "--json")
+    assert rc == 0 and json.loads(out)["pages"] == 4
+    return url
+
+
+def test_ask_without_a_model_shows_the_printed_label_and_the_best_passage(capsys, ingested):
+    rc, out, err = cli(capsys, "ask", "What torque do the flange bolts need?", "--session", "manual",
+                       "--store", ingested, "-k", "2")
+    assert rc == 0, err
+    first = out.splitlines()[:2]
+    assert first[0].startswith("manual.pdf p. 3 (printed \"1\"): large, bm25")  # 0-based index 2, printed "1"
+    assert first[1].strip() == "The flange bolts need a torque of 45 Nm."
+    assert "no answer generated" in out and "--model" in out
+    assert "DEBUG" not in err and "bm25s" not in err  # no library debug line on the console
+    rc, out, _ = cli(capsys, "ask", "flange bolts torque", "--session", "manual", "--store", ingested, "--json")
+    top = json.loads(out)["pages"][0]
+    assert (top["page_number"], top["label"], top["source"]) == (3, "1", "manual.pdf")
+    assert "45 Nm" in top["snippet"]
+
+
+def test_ask_bad_options_name_what_the_user_typed(capsys, ingested, tmp_path):
+    rc, _, err = cli(capsys, "ask", "flange torque", "--session", "manual", "--store", ingested, "--budget", "50")
+    line = one_line_error(err, "budget 50 is below the 256 tokens the answer reserves", "use at least")
+    assert "-206" not in line
+    rc, _, err = cli(capsys, "ask", "flange torque", "--session", "manual", "--store", ingested, "-k", "0")
+    assert rc == 2 and "argument -k: must be at least 1, got 0" in err
+    rc, _, err = cli(capsys, "ask", "flange", "--session", "nosuch", "--store", ingested)
+    assert rc == 2 and one_line_error(err, "'nosuch' does not exist", "manual")
+    typo = tmp_path / "typo.db"
+    rc, _, err = cli(capsys, "ask", "flange", "--session", "manual", "--store", f"sqlite:///{typo}")
+    assert rc == 2 and one_line_error(err, "does not exist") and not typo.exists()
+
+
+def test_ingest_shows_a_page_count_and_rate_on_stderr_only(tmp_path):
+    pdf = tmp_path / "manual.pdf"
+    _labeled_pdf(pdf)
+    res = run("ingest", str(pdf), "--session", "m", "--store", f"sqlite:///{tmp_path / 'd.db'}", "--json",
+              env={"TTY_COMPATIBLE": "1", "COLUMNS": "160"})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["new_pages"] == 4
+    assert "4/4 pages" in res.stderr and "pages/s" in res.stderr
+    res = run("ingest", str(tmp_path / "missing.pdf"), "--session", "m", "--store", f"sqlite:///{tmp_path / 'e.db'}")
+    assert res.returncode == 2 and not (tmp_path / "e.db").exists()
+    one_line_error(res.stderr, "no such file")

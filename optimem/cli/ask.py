@@ -85,25 +85,33 @@ def page_label(meta: dict, index: int) -> tuple[int, str | None, str | None]:
     return number, label, meta.get("source")
 
 
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
 def best_snippet(text: str, question: str, width: int = 220) -> str:
-    """The line or sentence of `text` that shares the most words with the question, cut to about `width`
-    characters around its first match; "" when nothing matches."""
-    terms = {w for w in re.findall(r"\w+", question.lower()) if w not in _STOP and (len(w) > 1 or not w.isascii())}
+    """The sentence of `text` that best matches the question, cut to about `width` characters around its
+    first match; "" when nothing matches. A question word counts more the rarer it is on the page (so
+    "bolts" beats "pump" on a pump's page); plurals match singulars."""
+    terms = {_stem(w) for w in re.findall(r"\w+", question.lower()) if w not in _STOP and (len(w) > 1 or not w.isascii())}
     if not terms or not text:
         return ""
-    best, best_key = "", (0, 0)
-    for piece in re.split(r"(?<=[.!?。！？])\s+|\n+", text):
-        words = re.findall(r"\w+", piece.lower())
-        distinct = len(terms.intersection(words))
-        key = (distinct, sum(w in terms for w in words))
-        if key > best_key:
-            best, best_key = piece.strip(), key
-    if not best:
+    page_words = [_stem(w) for w in re.findall(r"\w+", text.lower())]
+    weight = {t: 1.0 / page_words.count(t) for t in terms if t in page_words}
+    if not weight:
         return ""
-    best = " ".join(best.split())
+    # paragraphs (blank lines), their wrapped lines joined, then sentences
+    pieces = [sent for para in re.split(r"\n\s*\n", text)
+              for sent in re.split(r"(?<=[.!?。！？])\s+", " ".join(para.split()))]
+    best, best_score = "", 0.0
+    for piece in pieces:
+        found = {_stem(w) for w in re.findall(r"\w+", piece.lower())} & weight.keys()
+        score = sum(weight[t] for t in found) * (0.9 if piece.startswith("#") else 1.0)  # a heading only names
+        if score > best_score:
+            best, best_score = piece, score
     if len(best) <= width:
         return best
-    first = min((m.start() for t in terms for m in [re.search(rf"\b{re.escape(t)}\b", best, re.I)] if m), default=0)
+    first = min((m.start() for t in weight for m in [re.search(rf"\b{re.escape(t)}", best, re.I)] if m), default=0)
     start = max(0, min(first - width // 3, len(best) - width))
     cut = best[start:start + width]
     return ("…" if start else "") + cut + ("…" if start + width < len(best) else "")
