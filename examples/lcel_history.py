@@ -2,6 +2,10 @@
 
     python examples/lcel_history.py
 
+For code built on `RunnableWithMessageHistory` (LangChain now recommends LangGraph persistence: see
+examples/chat_agent.py for `create_agent` + a checkpointer + `OpticalMemoryMiddleware`). The
+compressor reads the session from the config, so each session has its own pages.
+
 Swap the fake model for any LangChain chat model (ChatAnthropic, ChatOpenAI, ...) and set the
 provider so the budget is counted in that provider's image tokens.
 """
@@ -28,7 +32,7 @@ def build(model, store: str = "sqlite://", provider: str = "anthropic", budget: 
     def history(session_id: str) -> OpticalChatMessageHistory:
         return histories.setdefault(session_id, OpticalChatMessageHistory(session_id, store))
 
-    chain = prompt | (lambda p: p.to_messages()) | OpticalCompressor(provider=provider, budget=budget) | model
+    chain = prompt | OpticalCompressor(provider=provider, budget=budget) | model
     return RunnableWithMessageHistory(chain, history, input_messages_key="question", history_messages_key="history"), history
 
 

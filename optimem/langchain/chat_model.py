@@ -59,12 +59,25 @@ class ChatDeepSeekOCR(BaseChatModel):
                                                              policy=base.policy, backend=base.backend)
             return mem
 
+    # the thread comes from the call's config; BaseChatModel hands `_generate` only keyword arguments
+    def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        return super().invoke(input, config, **_thread_kw(config, kwargs))
+
+    async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        return await super().ainvoke(input, config, **_thread_kw(config, kwargs))
+
+    def stream(self, input: Any, config: Any = None, **kwargs: Any):
+        return super().stream(input, config, **_thread_kw(config, kwargs))
+
+    async def astream(self, input: Any, config: Any = None, **kwargs: Any):
+        async for chunk in super().astream(input, config, **_thread_kw(config, kwargs)):
+            yield chunk
+
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
         if not messages or not isinstance(messages[-1], HumanMessage):
             raise InputError("ChatDeepSeekOCR answers the last message, which must be a HumanMessage")
-        meta = getattr(run_manager, "metadata", None) or {}
-        thread = meta.get("thread_id") or meta.get("session_id")
+        thread = kwargs.pop("optimem_thread", None)
         mem = self.memory_for(str(thread) if thread is not None else None)
         seen = mem.store.count_turns(mem.session)
         new = list(messages[:-1])[seen:]
@@ -73,3 +86,9 @@ class ChatDeepSeekOCR(BaseChatModel):
                           for m in new])
         reply = mem.chat(content_text(messages[-1]), budget=self.budget, max_new_tokens=self.max_new_tokens)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
+
+
+def _thread_kw(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    conf = (config or {}).get("configurable") or {}
+    thread = conf.get("thread_id") or conf.get("session_id")
+    return {**kwargs, "optimem_thread": thread} if thread is not None else kwargs

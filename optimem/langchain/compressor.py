@@ -97,6 +97,8 @@ class _Thread:
     pages: dict[int, tuple[str, list[dict]]] = dataclasses.field(default_factory=dict)  # index -> (hash, spans)
     starts: dict[int, int] = dataclasses.field(default_factory=dict)  # unit -> page its text starts on
     masters: OrderedDict = dataclasses.field(default_factory=OrderedDict)  # boundary pages as drawn
+    floors: dict[int, int] = dataclasses.field(default_factory=dict)  # page -> coarsest ladder index sent
+    first_page: int = 0  # pages before it were left out and stay out
     pngs: OrderedDict = dataclasses.field(default_factory=OrderedDict)  # (hash, tier) -> base64
 
 
@@ -245,6 +247,12 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                     if over < -self.budget // 10 and st.adjust > 0:  # give back what is no longer needed
                         st.adjust = max(0, st.adjust - (-over) // 2)
                     out = self._materialize(st, prov, out)  # page images are drawn only for the plan that fits
+                    names = st.mem.backend.ladder.names
+                    sent = info.pop("_tiers")
+                    for p, tier in sent.items():
+                        st.floors[p] = max(st.floors.get(p, 0), names.index(tier))
+                    if sent:
+                        st.first_page = max(st.first_page, min(sent))
                     info.update(measured, attempts=attempt + 1, degraded=False, cut_messages=0,
                                 request_bytes=request_bytes(out))
                     return out, info
@@ -303,7 +311,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
 
                 st.mem = OpticalMemory(st.mem.session, st.mem.store, render=self.render, backend=st.mem.backend,
                                        policy=st.mem.policy)
-                st.keys, st.pages, st.starts, st.adjust = [], {}, {}, 0
+                st.keys, st.pages, st.starts, st.floors, st.adjust, st.first_page = [], {}, {}, {}, 0, 0
                 n, reset = 0, True
         new = committed[n:]
         if new:
@@ -326,7 +334,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         first_text = self._snap(st, planned, len(committed))
         text_ids = list(range(first_text, len(committed)))  # a suffix: no pins or exact turns here
         text_msgs = [m for i in text_ids for m in committed[i].messages]
-        plan_tiers = {p: s.tier for s in plan.segments if s.kind == "page" for p in s.pages}
+        plan_tiers = self._monotone(st, {p: s.tier for s in plan.segments if s.kind == "page" for p in s.pages})
         # every page holding a unit older than the text part, from the plan's oldest shown page on;
         # pages the plan left to text (units moved to pages by the snap) take its newest page's tier
         if plan_tiers:
@@ -335,6 +343,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         else:
             lo = next((i for i in range(len(st.pages)) if st.pages[i][1][-1]["turn"] >= planned), len(st.pages))
             extra_tier = st.mem.backend.ladder.names[-1]
+        lo = max(lo, st.first_page)  # a page left out once stays out (the request's start stays put)
         entries: list[tuple[int, int, int, str, dict[str, Any]]] = []  # (page, first turn, last turn, tier, block)
         for p in range(lo, len(st.pages)):
             h, spans = st.pages[p]
@@ -373,7 +382,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                 content.append({"type": "text", "text": f"[{omitted} earlier turns left out to fit the context budget]"})
             body.append(HumanMessage(content=content))
         body.extend(text_msgs)
-        return body, {"pages": len(entries), "page_tiers": tiers, "text_units": len(text_ids) + 1,
+        return body, {"_tiers": {e[0]: e[3] for e in entries}, "pages": len(entries), "page_tiers": tiers, "text_units": len(text_ids) + 1,
                       "omitted_units": omitted, "capped_pages": capped, "plan_tokens": plan.total_tokens}
 
     def _b64_len(self, st: _Thread, make: tuple) -> int:
@@ -399,6 +408,17 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                         b = _image_block(prov, b64, make[-1])
                     blocks.append(b)
                 out = out[:i] + [m.model_copy(update={"content": blocks})] + out[i + 1:]
+        return out
+
+    def _monotone(self, st: _Thread, tiers: dict[int, str]) -> dict[int, str]:
+        """A page never comes back sharper than it was last sent: forgetting stays monotone even where
+        the budget (not age) coarsened it, so the pages already sent keep their bytes from call to
+        call and provider prompt caches keep hitting. (Coarser costs less: the budget still holds.)"""
+        names = st.mem.backend.ladder.names
+        out = {}
+        for p, tier in tiers.items():
+            k = max(names.index(tier), st.floors.get(p, 0))
+            out[p] = names[k]
         return out
 
     def _load_pages(self, st: _Thread) -> None:

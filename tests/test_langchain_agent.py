@@ -1,0 +1,80 @@
+"""A real LangChain 1.x agent (`create_agent`, a checkpointer, a tool, a scripted tool-calling model)
+with `OpticalMemoryMiddleware`: many turns, async, two threads, streaming. Every request the model
+receives is checked: tool calls and their results together, nothing sent twice, within budget."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("langchain.agents")
+
+from langchain.agents import create_agent  # noqa: E402
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+
+from optimem.bench.agent import check_request, make_tool, scripted_model, user_turn  # noqa: E402
+from optimem.langchain import OpticalCompressor, OpticalMemoryMiddleware  # noqa: E402
+
+
+def _agent(provider: str, budget: int, seen: list):
+    comp = OpticalCompressor(provider=provider, budget=budget)
+    model = scripted_model(lambda msgs, kw: seen.append(msgs))
+    return comp, create_agent(model, tools=[make_tool()], system_prompt="You are a careful research assistant.",
+                              middleware=[OpticalMemoryMiddleware(comp)], checkpointer=InMemorySaver())
+
+
+def _check(seen: list, budget: int) -> None:
+    for msgs in seen:
+        assert check_request(msgs) == {"split": 0, "duplicated": 0}
+        rep = msgs[0].response_metadata["optimem"]
+        assert rep["tokens"] <= budget, rep
+        # no unit both on a page and as text: page labels end before the text part
+        pages = [b["text"] for m in msgs if isinstance(m.content, list) for b in m.content
+                 if isinstance(b, dict) and b.get("type") == "text" and b["text"].startswith("[page ")]
+        first_text = rep["units"] - rep["text_units"]
+        assert all(int(p.split("turns ")[1].split(",")[0].split("-")[1]) < first_text for p in pages)
+
+
+@pytest.mark.parametrize("provider,budget", [("anthropic", 4000), ("openai", 8000)])
+def test_agent_with_tools_for_60_turns(provider, budget):
+    seen: list = []
+    comp, agent = _agent(provider, budget, seen)
+    cfg = {"configurable": {"thread_id": "t1"}, "recursion_limit": 50}
+    for i in range(60):
+        result = agent.invoke({"messages": [{"role": "user", "content": user_turn(i)}]}, cfg)
+    assert len(seen) > 120
+    _check(seen, budget)
+    assert any(m for m in seen[-1] if isinstance(m.content, list))  # old units reach the model as pages
+    assert len(result["messages"]) > 200  # the agent's state keeps the full text
+    reports = [m[0].response_metadata["optimem"] for m in seen]
+    assert sum(r["degraded"] for r in reports) == 0
+
+
+def test_agent_async_and_two_threads():
+    seen: list = []
+    comp, agent = _agent("gemini", 5000, seen)
+
+    async def run():
+        for i in range(12):
+            for thread in ("alice", "bob"):
+                await agent.ainvoke({"messages": [{"role": "user", "content": f"{thread}: " + user_turn(i)}]},
+                                    {"configurable": {"thread_id": thread}, "recursion_limit": 50})
+
+    asyncio.run(run())
+    _check(seen, 5000)
+    threads = {k.split(":", 1)[1] for k in comp._threads}
+    assert threads == {"alice", "bob"}
+    for msgs in seen:  # a thread's request never holds the other thread's turns
+        texts = " ".join(str(m.content) for m in msgs if not isinstance(m.content, list))
+        assert not ("alice:" in texts and "bob:" in texts)
+
+
+def test_agent_streams_with_the_middleware():
+    seen: list = []
+    _, agent = _agent("openai", 6000, seen)
+    cfg = {"configurable": {"thread_id": "s"}, "recursion_limit": 50}
+    for i in range(8):
+        chunks = list(agent.stream({"messages": [{"role": "user", "content": user_turn(i)}]}, cfg, stream_mode="updates"))
+        assert chunks
+    _check(seen, 6000)
