@@ -58,8 +58,16 @@ def paragraph_is_rtl(s: str, start: int, stop: int) -> bool:
     return False
 
 
+# Bidi classes that resolve to the paragraph's level in a right-to-left paragraph when no L, EN or
+# AN character is on the line (rules W1-W7 leave them neutral or R, N1 makes neutrals R): such a
+# line, the common case of Arabic or Hebrew prose, is all level 1 without running the algorithm.
+_RTL_ONLY = frozenset(("R", "AL", "WS", "ON", "NSM", "BN", "CS", "ES", "ET", "S"))
+
+
 def bidi_levels(text: str, rtl: bool) -> list[int]:
     """Resolved embedding level of every character of one line (paragraph level 1 if `rtl`)."""
+    if rtl and {unicodedata.bidirectional(c) for c in set(text)} <= _RTL_ONLY:
+        return [1] * len(text)
     from bidi import algorithm as uba
 
     storage = uba.get_empty_storage()
@@ -105,33 +113,56 @@ def _visual_runs(levels: list[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
-def _item_kind(style: Style, text: str, i: int, stop: int, cur: str | None) -> str | None:
-    """Which shaping face draws text[i] (None: the cells), given the item before it."""
-    ch = text[i]
+def _char_class(style: Style, ch: str) -> tuple[str | None, bool, bool]:
+    """(what the character is, whether the Arabic face has it, whether the Hebrew face has it).
+
+    What it is: "join" (a joiner, selector or mark: it belongs to the item before it), "arabic" or
+    "hebrew" (a letter the shaping face has), "emoji" (an emoji-block character the emoji face has),
+    "emoji?" (a BMP character the emoji face has: emoji only before a selector, keycap or skin tone),
+    or None. Cached per style: a line is then one dict lookup per character.
+    """
     shaping = style.shaping
     if ch in IGNORABLE or unicodedata.category(ch) == "Mn":
-        return cur  # joiners, selectors and marks belong to what they join or mark
-    o = ord(ch)
+        return ("join", False, False)
+    a_has = "arabic" in shaping and shaping["arabic"].has(ch)
+    h_has = "hebrew" in shaping and shaping["hebrew"].has(ch)
     if _ARABIC.match(ch):
-        return "arabic" if "arabic" in shaping and shaping["arabic"].has(ch) else None
+        return ("arabic" if a_has else None, a_has, h_has)
     if _HEBREW.match(ch):
-        return "hebrew" if "hebrew" in shaping and shaping["hebrew"].has(ch) else None
+        return ("hebrew" if h_has else None, a_has, h_has)
+    kind = None
     emoji = shaping.get("emoji")
     if emoji is not None and emoji.has(ch):
-        nxt = text[i + 1] if i + 1 < stop else ""
-        if o >= 0x1F000 or o == 0x20E3 or nxt in ("\ufe0f", "\u20e3") or (nxt and 0x1F3FB <= ord(nxt) <= 0x1F3FF):
-            return "emoji"
-    if cur in ("arabic", "hebrew") and not ch.isalnum() and shaping[cur].has(ch):
-        return cur  # spaces and punctuation between letters stay in the shaped item
-    return None
+        kind = "emoji" if ord(ch) >= 0x1F000 or ch == "\u20e3" else "emoji?"
+    if ch.isalnum():
+        a_has = h_has = False  # only spaces and punctuation ride along in a shaped item
+    return (kind, a_has, h_has)
+
+
+_EMOJI_NEXT = frozenset(["\ufe0f", "\u20e3", *map(chr, range(0x1F3FB, 0x1F400))])
 
 
 def _items(style: Style, text: str, a: int, b: int) -> list[tuple[str | None, int, int]]:
+    classes: dict = style.shaped.setdefault("classes", {})
     items: list[tuple[str | None, int, int]] = []
     cur: str | None = None
     start = a
     for i in range(a, b):
-        kind = _item_kind(style, text, i, b, cur)
+        ch = text[i]
+        c = classes.get(ch)
+        if c is None:
+            c = classes[ch] = _char_class(style, ch)
+        base = c[0]
+        if base == "join":
+            kind = cur
+        elif base in ("arabic", "hebrew", "emoji"):
+            kind = base
+        elif base == "emoji?" and i + 1 < b and text[i + 1] in _EMOJI_NEXT:
+            kind = "emoji"
+        elif (cur == "arabic" and c[1]) or (cur == "hebrew" and c[2]):
+            kind = cur  # spaces and punctuation between letters stay in the shaped item
+        else:
+            kind = None
         if kind != cur:
             if i > start:
                 items.append((cur, start, i))
@@ -153,8 +184,20 @@ def _hb_font(face: Face):
     return font
 
 
+_SPACES = re.compile("( +)")
+
+
 def _shaped_ink(style: Style, kind: str, text: str, rtl: bool) -> np.ndarray:
-    """One item shaped by harfbuzz, as ink [advance, line_height] (the cells' transposed layout)."""
+    """One item shaped by harfbuzz, as ink [advance, line_height] (the cells' transposed layout).
+
+    Arabic and Hebrew items are shaped word by word (joining never crosses a space) so that
+    words, which repeat, are shaped once; the words of an RTL item are laid right to left.
+    """
+    if kind != "emoji" and " " in text and text.strip(" "):
+        parts = [p for p in _SPACES.split(text) if p]
+        if rtl:
+            parts.reverse()
+        return np.concatenate([_shaped_ink(style, kind, p, rtl) for p in parts], axis=0)
     face = style.shaping[kind]
     baseline = style.shaping_baseline[kind]
     key = ("run", kind, text, rtl)
