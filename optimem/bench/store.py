@@ -1,10 +1,12 @@
 """`optimem bench store`: the Redis store on one node and on a 3-master Redis Cluster, under load and failure.
 
-- Load: W writer processes, each driving S sessions through `OpticalMemory` (the default layout
-  backend, no model): `add()` in a loop and a `context(budget)` every few adds per session, for a
-  fixed time after every writer is warm. Reported: adds/s over all writers, add p50/p99,
-  `context()` p50/p99, and the CPU seconds spent by the clients and by the redis-servers, which says
-  what limits the figure (clients and servers share this machine's cores).
+- Load: W writer processes, each driving S sessions (warmed with some turns and sealed pages)
+  through `OpticalMemory` (the default layout backend, no model), all starting at one instant: a
+  phase of `add()` only, then a phase of chat turns (one `add()` and one `context(budget)` per
+  turn, round robin over the sessions). Reported: adds/s over all writers and add p50/p99, chat
+  turns/s and `context()` p50/p99, and per phase the CPU seconds per second spent by the clients and
+  by the redis-servers, which says what limits the figure (clients and servers share this machine's
+  cores, and so does whatever else runs on it: see the load average).
 - Failover: writers append to sessions of every master; one master is killed with SIGKILL; its
   replica is promoted after `cluster-node-timeout`. Reported: acknowledged appends lost, duplicates,
   errors the callers saw, and the time until the killed master's sessions took writes again; once
@@ -39,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--writers", nargs="+", type=int, default=[1, 4], help="writer processes (client concurrency)")
     p.add_argument("--sessions-per-writer", type=int, default=4, help="sessions each writer drives")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of timed load per configuration")
-    p.add_argument("--context-every", type=int, default=10, help="one context() per this many adds of a session")
+    p.add_argument("--budget", type=int, default=4096, help="context() token budget")
     p.add_argument("--warm-turns", type=int, default=200, help="turns in each session before timing")
     p.add_argument("--no-failure", action="store_true", help="skip the failover and resharding trials")
 
@@ -81,49 +83,58 @@ def _sessions_on(cluster, prefix: str, want_on: int, n_on: int, n_off: int, tag:
 
 # -- load ---------------------------------------------------------------------------------------------
 def _worker(spec_path: str) -> None:
-    """One writer process: warm its sessions, say ready, wait for the start file, then add and read."""
+    """One writer process: warm its sessions, say ready, wait for the start file, then two timed phases
+    from the shared start time: adds only, then chat turns (one add and one context() per turn)."""
     from optimem.memory import OpticalMemory
     from optimem.store import open_store
 
     spec = json.loads(Path(spec_path).read_text())
     store = open_store(spec["url"])
-    mems = [OpticalMemory(s, store) for s in spec["sessions"]]
-    for m in mems:
+    # separate sessions for the two phases, so the chat phase does not first seal what the add phase wrote
+    mems = [OpticalMemory(s + "-a", store) for s in spec["sessions"]]
+    chats = [OpticalMemory(s + "-c", store) for s in spec["sessions"]]
+    for m in mems + chats:
         m.add_many([{"role": "user" if i % 2 == 0 else "assistant",
                      "content": _CONTENT.format(i=i, t=i % 40, r=i * 37 % 100000)} for i in range(spec["warm_turns"])])
         m.context(spec["budget"])  # seal the warm pages now, not inside the timed part
     Path(spec["ready"]).write_text("ready")
     while not Path(spec["start"]).exists():
-        time.sleep(0.005)
-    adds: list[float] = []
-    contexts: list[float] = []
-    cpu0 = time.process_time()
-    deadline = time.perf_counter() + spec["duration"]
+        time.sleep(0.002)
+    t0 = float(Path(spec["start"]).read_text())
+    out: dict[str, Any] = {"adds": [], "chat_adds": [], "contexts": []}
     i = spec["warm_turns"]
-    while time.perf_counter() < deadline:
-        for k, m in enumerate(mems):
-            t = time.perf_counter()
-            m.add("user" if i % 2 == 0 else "assistant", _CONTENT.format(i=i, t=i % 40, r=i * 37 % 100000))
-            adds.append(time.perf_counter() - t)
-            if (i + k) % spec["context_every"] == 0:
-                t = time.perf_counter()
-                m.context(spec["budget"])
-                contexts.append(time.perf_counter() - t)
+    cpu0 = time.process_time()
+    while time.time() < t0 + spec["duration"]:  # phase 1: adds only, round robin over the sessions
+        m = mems[i % len(mems)]
+        t = time.perf_counter()
+        m.add("user" if i % 2 == 0 else "assistant", _CONTENT.format(i=i, t=i % 40, r=i * 37 % 100000))
+        out["adds"].append(time.perf_counter() - t)
         i += 1
-    Path(spec["out"]).write_text(json.dumps({"adds": adds, "contexts": contexts,
-                                             "cpu_s": time.process_time() - cpu0}))
+    out["cpu_adds_s"] = time.process_time() - cpu0
+    while time.time() < t0 + 2 * spec["duration"]:  # phase 2: chat turns
+        m = chats[i % len(chats)]
+        t = time.perf_counter()
+        m.add("user" if i % 2 == 0 else "assistant", _CONTENT.format(i=i, t=i % 40, r=i * 37 % 100000))
+        t1 = time.perf_counter()
+        m.context(spec["budget"])
+        out["chat_adds"].append(t1 - t)
+        out["contexts"].append(time.perf_counter() - t1)
+        i += 1
+    out["cpu_s"] = time.process_time() - cpu0
+    Path(spec["out"]).write_text(json.dumps(out))
 
 
 def load(url: str, server_pids: list[int], *, writers: int, sessions_per_writer: int, duration: float,
-         context_every: int = 10, warm_turns: int = 200, budget: int = 4096, tag: str = "load") -> dict[str, Any]:
+         warm_turns: int = 200, budget: int = 4096, tag: str = "load") -> dict[str, Any]:
+    """W writer processes x S sessions each: `duration` s of adds, then `duration` s of chat turns."""
     tmp = Path(tempfile.mkdtemp(prefix="optimem-bench-store-"))
     procs = []
     try:
         start = tmp / "start"
         for w in range(writers):
             spec = {"url": url, "sessions": [f"{tag}-w{w}-s{s}" for s in range(sessions_per_writer)],
-                    "duration": duration, "context_every": context_every, "warm_turns": warm_turns,
-                    "budget": budget, "ready": str(tmp / f"ready{w}"), "start": str(start), "out": str(tmp / f"out{w}.json")}
+                    "duration": duration, "warm_turns": warm_turns, "budget": budget,
+                    "ready": str(tmp / f"ready{w}"), "start": str(start), "out": str(tmp / f"out{w}.json")}
             (tmp / f"spec{w}.json").write_text(json.dumps(spec))
             procs.append(subprocess.Popen([sys.executable, "-m", "optimem.bench.store", str(tmp / f"spec{w}.json")]))
         deadline = time.monotonic() + 300
@@ -131,12 +142,17 @@ def load(url: str, server_pids: list[int], *, writers: int, sessions_per_writer:
             if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
                 raise RuntimeError("a bench writer failed while warming up")
             time.sleep(0.05)
-        srv0 = sum(_cpu_s(p) for p in server_pids)
         load0 = os.getloadavg()[0]
-        start.write_text("go")
+        t0 = time.time() + 0.2
+        (tmp / "start.tmp").write_text(repr(t0))
+        (tmp / "start.tmp").rename(start)
+        time.sleep(max(0.0, t0 - time.time()))
+        srv0 = sum(_cpu_s(p) for p in server_pids)
+        time.sleep(max(0.0, t0 + duration - time.time()))
+        srv1 = sum(_cpu_s(p) for p in server_pids)
         for p in procs:
             p.wait(timeout=duration + 120)
-        srv = sum(_cpu_s(p) for p in server_pids) - srv0
+        srv2 = sum(_cpu_s(p) for p in server_pids)
         outs = [json.loads((tmp / f"out{w}.json").read_text()) for w in range(writers)]
     finally:
         for p in procs:
@@ -144,14 +160,18 @@ def load(url: str, server_pids: list[int], *, writers: int, sessions_per_writer:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     adds = [x for o in outs for x in o["adds"]]
+    chat = [x for o in outs for x in o["chat_adds"]]
     ctx = [x for o in outs for x in o["contexts"]]
-    client_cpu = sum(o["cpu_s"] for o in outs)
-    return {"writers": writers, "sessions": writers * sessions_per_writer, "adds": len(adds),
+    return {"writers": writers, "sessions": writers * sessions_per_writer,
             "adds_per_s": round(len(adds) / duration, 1),
             "add_p50_ms": round(1000 * _pct(adds, 0.5), 3), "add_p99_ms": round(1000 * _pct(adds, 0.99), 3),
-            "contexts": len(ctx), "context_p50_ms": round(1000 * _pct(ctx, 0.5), 2),
-            "context_p99_ms": round(1000 * _pct(ctx, 0.99), 2),
-            "client_cpu_s_per_s": round(client_cpu / duration, 2), "server_cpu_s_per_s": round(srv / duration, 2),
+            "client_cpu_per_s_adds": round(sum(o["cpu_adds_s"] for o in outs) / duration, 2),
+            "server_cpu_per_s_adds": round((srv1 - srv0) / duration, 2),
+            "chat_turns_per_s": round(len(ctx) / duration, 1),
+            "chat_add_p99_ms": round(1000 * _pct(chat, 0.99), 3),
+            "context_p50_ms": round(1000 * _pct(ctx, 0.5), 2), "context_p99_ms": round(1000 * _pct(ctx, 0.99), 2),
+            "client_cpu_per_s_chat": round(sum(o["cpu_s"] - o["cpu_adds_s"] for o in outs) / duration, 2),
+            "server_cpu_per_s_chat": round((srv2 - srv1) / duration, 2),
             "loadavg_1m_at_start": round(load0, 2)}
 
 
@@ -317,8 +337,7 @@ def run(args: argparse.Namespace) -> dict:
                 ("cluster 3+3", cluster.url + "?prefix=bench", [n.proc.pid for n in cluster.nodes]),
             ):
                 r = load(url, pids, writers=w, sessions_per_writer=args.sessions_per_writer,
-                         duration=args.duration, context_every=args.context_every, warm_turns=args.warm_turns,
-                         tag=f"w{w}")
+                         duration=args.duration, warm_turns=args.warm_turns, budget=args.budget, tag=f"w{w}")
                 rows.append({"store": name, **r})
         result: dict[str, Any] = {"table": rows}
         if not args.no_failure:
@@ -331,7 +350,7 @@ def run(args: argparse.Namespace) -> dict:
             "cluster": "3 masters + 3 replicas, redis-cli --cluster create, cluster-node-timeout 1000 ms, AOF fsync every second, no RDB",
             "single": "one redis-server, no replica, AOF fsync every second, no RDB",
             "duration_s": args.duration, "sessions_per_writer": args.sessions_per_writer,
-            "context_every": args.context_every, "warm_turns": args.warm_turns,
+            "budget": args.budget, "warm_turns": args.warm_turns,
             "redis_server": subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip(),
         }
         result["targets"] = {"cluster_adds_per_s_vs_single": ">= 1x at the same writers", "add_p99_ms": 5,

@@ -101,7 +101,23 @@ def _cluster_class() -> type:
             def explicit_transaction(self) -> bool:
                 return bool(getattr(self._execution_strategy, "_explicit_transaction", False))
 
+        from redis.crc import key_slot
+
         class _RedisCluster(RedisCluster):
+            _slots: dict[bytes, int] = {}
+
+            def keyslot(self, key):
+                # redis-py hashes every key of every command, twice for a script: the append script
+                # names all ten keys of a session, so the CRC dominated the client's CPU per append.
+                # Key -> slot never changes; a bounded cache makes it a dict lookup.
+                k = self.encoder.encode(key)
+                slot = self._slots.get(k)
+                if slot is None:
+                    if len(self._slots) > 100_000:
+                        self._slots.clear()
+                    slot = self._slots[k] = key_slot(k)
+                return slot
+
             def pipeline(self, transaction=None, shard_hint=None):
                 pipe = super().pipeline(transaction, shard_hint)
                 pipe.__class__ = _Pipeline
