@@ -1,4 +1,4 @@
-"""Text → page images. Pure CPU: numpy, Pillow, freetype-py, tokenizers. Never imports torch or optimem.
+"""Text → page images. Pure CPU: numpy, Pillow, freetype-py, uharfbuzz, python-bidi, tokenizers. Never imports torch or optimem.
 
     from renderers import render_transcript, view
     pages = render_transcript([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"}])
@@ -87,15 +87,11 @@ def render_transcript(
     return list(iter_pages(turns, settings, start=start, first_index=first_index))
 
 
-def render_document(text: str, settings: RenderSettings | None = None, *, markdown: bool = True) -> list[Page]:
+def render_document(text: str, settings: RenderSettings | None = None) -> list[Page]:
     """Render a plain-text or Markdown document (no role headers). Spans refer to turn 0.
 
-    `markdown=False` draws every line in the body face (no code/table/heading styling).
+    Lines that look like Markdown (fences, tables, headings, lists) are styled as in turns.
     """
     if not isinstance(text, str):
         raise RenderError(f"a document is a string, not {type(text).__name__}")
-    if not markdown:
-        # styling is keyed on line starts; a zero-width prefix would change spans, so instead we
-        # escape nothing and simply accept Markdown styling of lines that look like Markdown.
-        pass
     return render_transcript([Turn(DOCUMENT_ROLE, text)], settings)
