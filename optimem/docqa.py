@@ -21,7 +21,6 @@ DeepSeek-OCR prompt and the answer cites them.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path

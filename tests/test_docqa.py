@@ -95,7 +95,7 @@ def test_ask_with_a_tiny_model_splices_exactly_the_chosen_pages(tmp_path):
     dm.ingest(src)
     ans = dm.ask("torque of the P-1005 flange", budget=1500, max_new_tokens=3)
     assert ans.answer is not None and "[p." in ans.answer
-    inputs = dm.build_inputs("q", ans.pages)
+    inputs = dm.prompt("q", ans.pages).as_inputs()
     placeholders = sum(backend.placeholder_count(t) for _, t, _ in ans.pages)
     assert torch.tensor(inputs["input_ids"]).eq(IMAGE_TOKEN_ID).sum().item() == placeholders
     assert len(inputs["image_embeds"]) == len(ans.pages)
