@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets optimem up on a fresh machine: a virtual environment in .venv with optimem and its extras.
-#   bash scripts/setup.sh          what `optimem demo` and the library need
+#   bash scripts/setup.sh          what `optimem demo` needs: the core install, no torch
 #   bash scripts/setup.sh --dev    also the test tools and the services tests start (redis-server,
 #                                  tesseract with English, Simplified Chinese, Arabic, Hebrew,
 #                                  Japanese and Korean)
@@ -33,10 +33,14 @@ fi
 py=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$py" -m venv .venv
 pip=(.venv/bin/python -m pip -q --disable-pip-version-check)
-# torch first and pinned: on CPU machines an unpinned torch pulls several GB of CUDA wheels.
-if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
-  "${pip[@]}" install "torch==2.13.0"
+if ((dev)); then
+  # torch first and pinned: on CPU machines an unpinned torch pulls several GB of CUDA wheels.
+  if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    "${pip[@]}" install "torch==2.13.0"
+  fi
+  "${pip[@]}" install -e ".[all,dev]"
+else
+  # the demo, render, plan and the memory without a model need no torch: the core install only
+  # (add the model with: .venv/bin/python -m pip install "torch==2.13.0" -e ".[model]")
+  "${pip[@]}" install -e .
 fi
-extras=all
-((dev)) && extras=all,dev
-"${pip[@]}" install -e ".[${extras}]"
