@@ -40,18 +40,13 @@ def run(args: argparse.Namespace) -> dict:
     for provider in args.providers:
         for budget in args.budgets:
             comp = OpticalCompressor(provider=provider, budget=budget)
-            comp.invoke(msgs)
-            plan = comp.last_plan
-            held = set()
-            for s in plan.segments:
-                if s.kind != "dropped":
-                    held.update(s.turns)
+            report = comp.invoke(msgs)[0].response_metadata["optimem"]
+            held = range(report["units"] - report["omitted_units"])
             trimmed = trim_messages(msgs, max_tokens=budget, token_counter=counter, strategy="last",
                                     include_system=True, start_on="human")
-            system_tokens = counts[id(msgs[0])]
             table.append({
                 "provider": provider, "budget": budget, "turns": len(msgs) - 1,
-                "full_text_tokens": full, "optimem_tokens": plan.total_tokens + system_tokens,
+                "full_text_tokens": full, "optimem_tokens": report["tokens"],
                 "optimem_turns_held": len(held), "trim_tokens": counter(trimmed),
                 "trim_turns_held": len(trimmed) - 1,
             })

@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "ocr2": "DeepSeek-OCR-2 encoder pages/s and TFLOP/s per tier and batch (GPU)",
     "memory": "add-turn latency (SQLite, Redis), context() time, page pipeline throughput",
     "tokens": "tokens per model call: optimem vs full text vs trim_messages, per provider",
+    "agent": "create_agent with tools for 150 turns: optimem middleware vs trim_messages and SummarizationMiddleware",
     "docqa": "document ingest speed and retrieval recall@k",
     "pipeline": "the page pipeline per turn: context() + tier images, cold session, document QA ask",
     "e2e": "whole-conversation GPU cost: full text, prefix cache, truncation, optimem",

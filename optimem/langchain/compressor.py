@@ -230,7 +230,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         info: dict[str, Any] = {}
         if committed and fixed < self.budget:
             room = self.budget - fixed
-            for attempt in range(6):
+            for attempt in range(8):
                 plan_budget = room - st.adjust
                 if plan_budget < 1:
                     break
@@ -256,8 +256,9 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                     info.update(measured, attempts=attempt + 1, degraded=False, cut_messages=0,
                                 request_bytes=request_bytes(out))
                     return out, info
-                st.adjust += over + 8
+                st.adjust += over + over // 2 + 8
         # text only: the newest whole units that fit, the newest messages cut if even they do not
+        info.pop("_tiers", None)
         out, cut, kept = self._text_only(head, committed + tail, tools, prov)
         info.update(self._measure(out, tools, prov), degraded=bool(committed) or cut > 0, cut_messages=cut,
                     pages=0, page_tiers={}, capped_pages=0, text_units=kept,

@@ -1,0 +1,345 @@
+"""`optimem bench agent`: a LangChain 1.x agent (`create_agent`, a checkpointer, one tool) for many
+turns with a scripted tool-calling model, its model calls compressed by `OpticalMemoryMiddleware`,
+next to LangChain's `trim_messages` and `SummarizationMiddleware` at the same budgets.
+
+The model is scripted (no network): for each user turn it calls the `lookup` tool once to three
+times (sometimes two calls in parallel), whose results are 40-400 words, then answers; some answers
+carry a reasoning block. Every request the model receives is checked and measured:
+
+- errors (any exception), split tool pairs (a call without its result or a result without its call
+  in the request) and duplicated ones (a call id twice, or a unit both on a page and as text);
+- tokens by the provider's count (`OpticalCompressor`'s accounting: the documented image formulas,
+  `detail` as sent, text with the DeepSeek-OCR tokenizer + framing; see `optimem.providers`), and
+  whether the call is within the budget;
+- middleware overhead per call (wall time inside the middleware), p50/p99 over the late calls;
+- leading-bytes stability: the share of the previous request's bytes that start the next one,
+  over consecutive calls whose page tiers did not change;
+- images and bytes per request, bytes per page;
+- units held (as text or on a page) at the last call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+WORDS = ("alpha beta gamma delta engine river market ledger window orbit signal harbor copper meadow "
+         "lantern quartz summit velvet thunder canyon pixel archive beacon cobalt dune ember falcon "
+         "glacier horizon ivory jasper kernel lumen matrix nectar onyx prairie quiver relay saffron").split()
+
+
+def tool_output(query: str, turn: int) -> str:
+    """40-400 deterministic words, with a reference code the agent might be asked about later."""
+    h = int(hashlib.sha1(f"{query}|{turn}".encode()).hexdigest(), 16)
+    n = 40 + h % 361
+    words = [WORDS[(h >> (i % 64)) % len(WORDS) ^ (i % 7) % len(WORDS)] for i in range(n)]
+    return f"Result for {query!r} (ref R{turn:03d}-{h % 9973:04d}): " + " ".join(words) + "."
+
+
+def make_tool():
+    from langchain_core.tools import tool
+
+    @tool
+    def lookup(query: str, turn: int = 0) -> str:
+        """Look a topic up in the knowledge base and return what is known about it."""
+        return tool_output(query, turn)
+
+    return lookup
+
+
+def scripted_model(observe: Callable[[list, dict], None] | None = None):
+    """A chat model that calls `lookup` 1-3 times per user turn (every 4th turn two calls at once),
+    then answers; every 5th answer starts with a reasoning block. `observe(messages, kwargs)` sees
+    every request."""
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    class ScriptedToolModel(BaseChatModel):
+        calls: int = 0
+
+        @property
+        def _llm_type(self) -> str:
+            return "scripted-tool-model"
+
+        def bind_tools(self, tools, **kwargs):  # the script knows its one tool
+            return self
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            if observe is not None:
+                observe(list(messages), kwargs)
+            self.calls += 1
+            humans = [m for m in messages if isinstance(m, HumanMessage) and isinstance(m.content, str)]
+            turn = int(hashlib.sha1(humans[-1].content.encode()).hexdigest(), 16) if humans else 0
+            rounds = 1 + turn % 3
+            done = 0
+            for m in reversed(messages):
+                if isinstance(m, HumanMessage) and isinstance(m.content, str):
+                    break
+                if isinstance(m, AIMessage) and m.tool_calls:
+                    done += 1
+            last = messages[-1]
+            if done < rounds and (isinstance(last, (HumanMessage, ToolMessage))):
+                n_calls = 2 if turn % 4 == 0 else 1
+                q = humans[-1].content[:40] if humans else "topic"
+                calls = [{"name": "lookup", "args": {"query": f"{q} #{done}.{k}", "turn": self.calls},
+                          "id": f"call-{self.calls}-{k}", "type": "tool_call"} for k in range(n_calls)]
+                msg = AIMessage(content="", tool_calls=calls)
+            else:
+                text = f"Here is what I found ({self.calls}): " + " ".join(WORDS[(self.calls + i) % len(WORDS)] for i in range(30))
+                if self.calls % 5 == 0:
+                    msg = AIMessage(content=[{"type": "reasoning", "reasoning": "Thinking it over: " + " ".join(WORDS[:60])},
+                                             {"type": "text", "text": text}])
+                else:
+                    msg = AIMessage(content=text)
+            return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    return ScriptedToolModel()
+
+
+def check_request(messages: list) -> dict[str, int]:
+    """Split and duplicated tool pairs in one request (what a provider would reject or pay twice)."""
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    split = dup = 0
+    seen_calls: dict[str, int] = {}
+    answered: set[str] = set()
+    for i, m in enumerate(messages):
+        if isinstance(m, AIMessage):
+            for tc in m.tool_calls:
+                if tc["id"] in seen_calls:
+                    dup += 1
+                seen_calls[tc["id"]] = i
+        if isinstance(m, ToolMessage):
+            if m.tool_call_id in answered:
+                dup += 1
+            if m.tool_call_id not in seen_calls:
+                split += 1
+            answered.add(m.tool_call_id)
+    split += sum(1 for c in seen_calls if c not in answered)
+    return {"split": split, "duplicated": dup}
+
+
+def user_turn(i: int) -> str:
+    return f"Turn {i}: please look up {WORDS[i % len(WORDS)]} {WORDS[(i * 7) % len(WORDS)]} and summarise it."
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite://", thread: str = "bench") -> dict[str, Any]:
+    from langchain.agents import create_agent
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from optimem.langchain import OpticalCompressor, OpticalMemoryMiddleware
+    from optimem.langchain.units import group_units
+
+    comp = OpticalCompressor(provider=provider, budget=budget, store=store)
+    calls: list[dict[str, Any]] = []
+
+    class Timed(OpticalMemoryMiddleware):
+        def wrap_model_call(self, request, handler):
+            t0 = time.perf_counter()
+            args = self._args(request)
+            res = self.compressor.compress(list(request.messages), **args)
+            dt = time.perf_counter() - t0
+            units = group_units(list(request.messages))
+            calls.append({"dt": dt, "report": res.report, "units": len(units), "msgs": res.messages,
+                          "system": request.system_message})
+            return handler(request.override(messages=res.messages))
+
+    errors = 0
+    model = scripted_model()
+    agent = create_agent(model, tools=[make_tool()], system_prompt="You are a careful research assistant.",
+                         middleware=[Timed(comp)], checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": thread}, "recursion_limit": 50}
+    split = dup = within = over = 0
+    prev_bytes: bytes | None = None
+    prev_tiers: Any = None
+    stable: list[float] = []
+    images: list[int] = []
+    req_bytes: list[int] = []
+    page_bytes: list[float] = []
+    last_calls_dt: list[float] = []
+    t_start = time.perf_counter()
+    for i in range(turns):
+        n0 = len(calls)
+        try:
+            agent.invoke({"messages": [{"role": "user", "content": user_turn(i)}]}, cfg)
+        except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+            errors += 1
+            print(f"turn {i}: {type(exc).__name__}: {exc}")
+        for c in calls[n0:]:
+            rep, msgs = c["report"], c["msgs"]
+            chk = check_request(msgs)
+            split += chk["split"]
+            dup += chk["duplicated"]
+            # a unit on a page and as text: a page label's last turn must come before the text units
+            first_text = c["units"] - rep.get("text_units", 0)
+            for m in msgs:
+                if isinstance(m.content, list):
+                    for b in m.content:
+                        if isinstance(b, dict) and b.get("type") == "text" and b.get("text", "").startswith("[page "):
+                            last = int(b["text"].split("turns ")[1].split(",")[0].split("-")[1])
+                            dup += last >= first_text
+            within += rep["tokens"] <= budget
+            over += rep["tokens"] > budget
+            wire = _wire(c["system"], msgs)
+            tiers = (rep.get("page_tiers"), rep.get("omitted_units"))
+            if prev_bytes is not None and tiers == prev_tiers:
+                n = min(len(prev_bytes), len(wire))
+                k = next((j for j in range(n) if prev_bytes[j] != wire[j]), n)
+                stable.append(k / len(prev_bytes))
+            prev_bytes, prev_tiers = wire, tiers
+            images.append(rep.get("images", 0))
+            req_bytes.append(rep.get("request_bytes", 0))
+            if rep.get("images"):
+                page_bytes.append(rep["request_bytes"] / max(rep["images"], 1))
+        if i >= turns - 20:
+            last_calls_dt.extend(c["dt"] for c in calls[n0:])
+    last = calls[-1]
+    held = last["units"] - last["report"].get("omitted_units", 0)
+    return {
+        "method": "optimem", "provider": provider, "budget": budget, "turns": turns, "model_calls": len(calls),
+        "errors": errors, "split_pairs": split, "duplicated_pairs": dup, "within_budget": within, "over_budget": over,
+        "units_at_end": last["units"], "units_held_at_end": held,
+        "tokens_p50": statistics.median(c["report"]["tokens"] for c in calls),
+        "tokens_max": max(c["report"]["tokens"] for c in calls),
+        "overhead_ms_p50_last20": round(1000 * _pct(last_calls_dt, 0.5), 1),
+        "overhead_ms_p99_last20": round(1000 * _pct(last_calls_dt, 0.99), 1),
+        "overhead_ms_p50_all": round(1000 * _pct([c["dt"] for c in calls], 0.5), 1),
+        "leading_bytes_stable_p50": round(_pct(stable, 0.5), 3) if stable else None,
+        "leading_bytes_stable_min": round(min(stable), 3) if stable else None,
+        "stable_pairs": len(stable),
+        "images_max": max(images), "request_bytes_max": max(req_bytes),
+        "bytes_per_page_p50": round(_pct(page_bytes, 0.5)) if page_bytes else None,
+        "degraded_calls": sum(1 for c in calls if c["report"].get("degraded")),
+        "capped_pages": sum(c["report"].get("capped_pages", 0) for c in calls),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def _wire(system: Any, msgs: list) -> bytes:
+    """A request's bytes in a provider-neutral JSON form (system first, then messages)."""
+    from langchain_core.messages import message_to_dict
+
+    body = ([message_to_dict(system)] if system is not None else []) + [message_to_dict(m) for m in msgs]
+    for d in body:
+        d["data"].pop("response_metadata", None)
+        d["data"].pop("id", None)
+    return json.dumps(body, sort_keys=True).encode()
+
+
+def run_baseline(method: str, provider: str, budget: int, turns: int) -> dict[str, Any]:
+    """`trim_messages` (as a middleware trimming each call, counting with the same text estimate) or
+    LangChain's `SummarizationMiddleware` with a fake summariser (offline)."""
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import AgentMiddleware
+    from langchain_core.messages import trim_messages
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from optimem.langchain import OpticalCompressor
+
+    counter_comp = OpticalCompressor(provider=provider, budget=budget)
+    prov = counter_comp.pricing
+
+    def count(msgs) -> int:
+        return counter_comp._measure(list(msgs), [], prov)["tokens"]  # noqa: SLF001 - same accounting as optimem
+
+    calls: list[dict[str, Any]] = []
+    tool = make_tool()
+    tool_tokens = counter_comp._tool_tokens([tool])  # noqa: SLF001
+
+    class Trim(AgentMiddleware):
+        def wrap_model_call(self, request, handler):
+            t0 = time.perf_counter()
+            sys_tokens = count([request.system_message]) if request.system_message else 0
+            msgs = trim_messages(list(request.messages), max_tokens=budget - sys_tokens - tool_tokens, token_counter=count,
+                                 strategy="last", start_on="human", include_system=False, allow_partial=False)
+            calls.append({"dt": time.perf_counter() - t0, "msgs": msgs, "in": len(request.messages),
+                          "system": request.system_message})
+            return handler(request.override(messages=msgs))
+
+    class Observe(AgentMiddleware):
+        def wrap_model_call(self, request, handler):
+            calls.append({"dt": 0.0, "msgs": list(request.messages), "in": len(request.messages),
+                          "system": request.system_message})
+            return handler(request)
+
+    middleware: list[Any]
+    if method == "trim_messages":
+        middleware = [Trim()]
+    else:
+        from langchain.agents.middleware import SummarizationMiddleware
+        from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        from langchain_core.messages import AIMessage
+
+        class Summaries(GenericFakeChatModel):
+            def _generate(self, messages, stop=None, run_manager=None, **kw):
+                from langchain_core.outputs import ChatGeneration, ChatResult
+
+                return ChatResult(generations=[ChatGeneration(message=AIMessage(
+                    "## SESSION INTENT\nResearch lookups.\n## SUMMARY\n" + " ".join(WORDS[:150])))])
+
+        summarizer = Summaries(messages=iter([]))
+        middleware = [SummarizationMiddleware(model=summarizer, trigger=("tokens", int(budget * 0.8)),
+                                              keep=("tokens", budget // 2), token_counter=count), Observe()]
+    agent = create_agent(scripted_model(), tools=[tool], system_prompt="You are a careful research assistant.",
+                         middleware=middleware, checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "b"}, "recursion_limit": 50}
+    errors = split = dup = within = over = 0
+    t_start = time.perf_counter()
+    for i in range(turns):
+        n0 = len(calls)
+        try:
+            agent.invoke({"messages": [{"role": "user", "content": user_turn(i)}]}, cfg)
+        except Exception as exc:  # noqa: BLE001
+            errors += 1
+            print(f"{method} turn {i}: {type(exc).__name__}: {exc}")
+        for c in calls[n0:]:
+            chk = check_request(c["msgs"])
+            split += chk["split"]
+            dup += chk["duplicated"]
+            sys_msgs = [c["system"]] if c["system"] is not None else []
+            c["tokens"] = count(sys_msgs + list(c["msgs"])) + tool_tokens
+            within += c["tokens"] <= budget
+            over += c["tokens"] > budget
+    from optimem.langchain.units import group_units
+
+    last = calls[-1]
+    return {
+        "method": method, "provider": provider, "budget": budget, "turns": turns, "model_calls": len(calls),
+        "errors": errors, "split_pairs": split, "duplicated_pairs": dup, "within_budget": within, "over_budget": over,
+        "units_held_at_end": len(group_units(last["msgs"])),
+        "tokens_p50": statistics.median(c["tokens"] for c in calls), "tokens_max": max(c["tokens"] for c in calls),
+        "overhead_ms_p50_all": round(1000 * _pct([c["dt"] for c in calls], 0.5), 1) if method == "trim_messages" else None,
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--turns", type=int, default=150)
+    p.add_argument("--budgets", nargs="+", type=int, default=[4000, 8000])
+    p.add_argument("--providers", nargs="+", default=["openai", "anthropic", "gemini"])
+    p.add_argument("--baselines", nargs="*", default=["trim_messages", "summarization"])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rows = []
+    for provider in args.providers:
+        for budget in args.budgets:
+            rows.append(run_optimem(provider, budget, args.turns))
+            for b in args.baselines:
+                rows.append(run_baseline(b, provider, budget, args.turns))
+    return {"table": rows, "accounting": "OpticalCompressor's: documented image formulas with detail as sent, text by "
+            "the DeepSeek-OCR tokenizer plus per-message framing (an estimate for non-DeepSeek providers)",
+            "note": "timings on a shared 2-core machine: noisy"}
