@@ -19,6 +19,7 @@ import argparse
 import random
 import re
 
+from optimem.bench.render import ARABIC_WORDS
 from optimem.ladders import DEEPSEEK_OCR_V1
 
 KINDS = ("en", "zh", "hard", "ar", "he", "ja", "ko")
@@ -30,12 +31,6 @@ UNSPACED = ("zh", "ja")  # whitespace carries no information: removed before com
 TITLES = {"en": "English prose", "zh": "Chinese prose", "hard": "IDs, numbers, hashes, code", "ar": "Arabic prose",
           "he": "Hebrew prose", "ja": "Japanese prose", "ko": "Korean prose"}
 # Real words and sentences, drawn at random like the English sample, so OCR sees ordinary prose.
-ARABIC_WORDS = (
-    "في من على إلى أن هذا هذه الذي التي كان عن مع كل بعد قبل بين حتى لكن ثم الذاكرة الصفحة النموذج النص "
-    "الصورة الضغط السياق المحادثة المساعد المستخدم الحجز المرجع البيانات الخادم الطلب النتيجة الطقس المحطة "
-    "الصباح المساء اليوم الكتاب المدينة الطريق البيت العمل الوقت الماء الشمس القمر الليل جديد كبير صغير جميل "
-    "سريع طويل قصير الرحلة المطعم الطعام السوق المدرسة الطالب المعلم الأسبوع الشهر السنة الصديق العائلة"
-).split()
 HEBREW_WORDS = (
     "של את על עם זה הוא היא אני אנחנו הם כל לא כן גם אבל או אם כי יש אין הזיכרון הדף המודל הטקסט התמונה "
     "הדחיסה ההקשר השיחה העוזר המשתמש ההזמנה השרת הבקשה התשובה התוצאה התחנה הבוקר הערב היום הספר העיר "
