@@ -1,0 +1,221 @@
+"""The decode engine (optimem.model.engine) against the plain transformers loop (`generate_eager`):
+exact token ids over 64 steps on prompts with spliced pages (exact-length and bucketed/masked
+forms, chunked prefill), the no-repeat n-gram ban, stop tokens, KV reuse between calls (ids and
+image identity), bounded sessions, capacity growth past the window, streaming, bad input, and
+concurrent callers. A CUDA test checks the captured graphs against the same step run eagerly."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from optimem.errors import ModelError
+from optimem.model import DeepseekOCR, tiny_config
+
+NO_EOS = -1  # an id no step can produce: every run takes all its steps
+
+
+@pytest.fixture(scope="module")
+def model():
+    return DeepseekOCR.random(tiny_config(), seed=1)
+
+
+@pytest.fixture(scope="module")
+def pages(model):
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray(rng.integers(0, 255, (320, 320, 3), dtype=np.uint8)) for _ in range(2)]
+    return list(model.encode_pages(imgs, "tiny"))
+
+
+def _prompt(model, pages, seed=0, tail=(5, 6, 7)):
+    rng = np.random.default_rng(seed)
+    img = model.config.image_token_id
+    return ([0] + rng.integers(2, 1000, 30).tolist() + [img] * 73 + rng.integers(2, 1000, 20).tolist()
+            + [img] * 73 + list(tail))
+
+
+@pytest.fixture(scope="module")
+def eager_runs(model, pages):
+    """The plain loop's 64 steps on the spliced-page prompt, per n-gram size (computed once)."""
+    ids = _prompt(model, pages)
+    return ids, {n: model.generate_eager(ids, pages, max_new_tokens=64, no_repeat_ngram_size=n, eos_token_id=NO_EOS)
+                 for n in (20, 3)}
+
+
+@pytest.mark.parametrize("form", [{}, {"bucketed": True, "prefill_chunk": 48}])
+def test_engine_matches_eager_for_64_steps_on_spliced_pages(model, pages, eager_runs, form):
+    model.configure_engine(**form)
+    ids, refs = eager_runs
+    for n, ref in refs.items():
+        new = model.generate(ids, pages, max_new_tokens=64, no_repeat_ngram_size=n, eos_token_id=NO_EOS, reuse=False)
+        assert len(ref) == 64
+        assert new == ref, f"n={n}: first divergence at step {next(i for i, (a, b) in enumerate(zip(new, ref)) if a != b)}"
+    stats = model.last_generation
+    assert stats.new_tokens == 64 and stats.prompt_tokens == len(ids) and stats.prefill_tokens == len(ids)
+
+
+@pytest.mark.parametrize("n,window,white", [(3, None, None), (2, None, None), (4, 12, None), (3, None, (1, 2))])
+def test_device_ngram_table_matches_the_python_rule(model, n, window, white):
+    """The engine's choice step on synthetic logits over a 5-token alphabet (bans nearly every step)
+    against `_banned_ngrams` (with the window and whitelist applied the vLLM way), for 200 steps."""
+    from optimem.model.decoding import _banned_ngrams
+
+    eng = model.configure_engine(bucketed=True)
+    rng = np.random.default_rng(n)
+    seq = rng.integers(0, 5, 30).tolist()
+    eng._setup_ngram(n, window, white)
+    banned_steps = 0
+    with torch.inference_mode():
+        eng.seq[: len(seq)] = torch.tensor(seq)
+        eng._fill_keys(len(seq))
+        eng.pos.fill_(len(seq))
+    for _ in range(200):
+        logits = torch.full((eng.vocab,), -1e9)
+        logits[:5] = torch.from_numpy(rng.standard_normal(5)).float()
+        scan = seq[-window:] if window else seq
+        banned = [t for t in _banned_ngrams(scan, n) if not white or t not in white]
+        scores = logits.clone()
+        scores[banned] = float("-inf")
+        expect = int(scores.argmax())
+        with torch.inference_mode():
+            eng._select(logits, eng._bucket(len(seq)))
+        assert int(eng.out_tok) == expect, f"step {len(seq)}: banned {sorted(set(banned))}"
+        banned_steps += bool(banned)
+        seq.append(expect)
+    assert banned_steps > 5
+
+
+def test_stop_tokens_end_the_reply_like_eos(model, pages):
+    model.configure_engine()
+    ids = _prompt(model, pages, seed=1)
+    free = model.generate_eager(ids, pages, max_new_tokens=12, eos_token_id=NO_EOS)
+    stop = free[7]
+    expect = free[: free.index(stop)]
+    assert model.generate_eager(ids, pages, max_new_tokens=12, eos_token_id=stop) == expect
+    assert model.generate(ids, pages, max_new_tokens=12, eos_token_id=stop) == expect
+    assert model.generate(ids, pages, max_new_tokens=12, stop_token_ids=[NO_EOS, stop]) == expect
+    assert model.generate(ids, pages, max_new_tokens=0) == []
+
+
+def test_kv_reuse_prefills_only_what_changed(model, pages):
+    model.configure_engine(prefill_chunk=40)
+    ids = _prompt(model, pages, seed=2)
+    first = model.generate(ids, pages, max_new_tokens=8, eos_token_id=NO_EOS, session="s")
+    assert model.last_generation.reused_tokens == 0
+    # next turn: the same prompt, the reply, then new text
+    ids2 = ids + first + [1, 9, 10, 11]
+    second = model.generate(ids2, pages, max_new_tokens=16, eos_token_id=NO_EOS, session="s")
+    assert model.last_generation.reused_tokens == len(ids) + len(first) - 1  # the last reply token's KV was never computed
+    assert second == model.generate_eager(ids2, pages, max_new_tokens=16, eos_token_id=NO_EOS)
+    # an equal-valued but different page tensor is a different page: reuse stops where it starts
+    swapped = [pages[0], pages[1].clone()]
+    model.generate(ids2, swapped, max_new_tokens=4, eos_token_id=NO_EOS, session="s")
+    assert model.last_generation.reused_tokens == ids2.index(model.config.image_token_id) + 73 + 20  # page 2
+    # with caller keys, equal keys are the same page
+    model.generate(ids2, pages, max_new_tokens=4, eos_token_id=NO_EOS, session="s", image_keys=["a", "b"])
+    model.generate(ids2, swapped, max_new_tokens=4, eos_token_id=NO_EOS, session="s", image_keys=["a", "b"])
+    assert model.last_generation.reused_tokens == len(ids2) - 1
+    # a changed token early on
+    ids3 = list(ids2)
+    ids3[5] += 1
+    out3 = model.generate(ids3, pages, max_new_tokens=8, eos_token_id=NO_EOS, session="s")
+    assert model.last_generation.reused_tokens == 5
+    assert out3 == model.generate_eager(ids3, pages, max_new_tokens=8, eos_token_id=NO_EOS)
+
+
+def test_sessions_are_parked_and_bounded(model, pages):
+    eng = model.configure_engine(max_sessions=1)
+    prompts = {s: _prompt(model, pages, seed=10 + i) for i, s in enumerate("abc")}
+    for s, ids in prompts.items():
+        model.generate(ids, pages, max_new_tokens=4, eos_token_id=NO_EOS, session=s)
+    assert len(eng._parked) == 1  # "b" parked, "a" released, "c" in the working cache
+    model.generate(prompts["b"], pages, max_new_tokens=4, eos_token_id=NO_EOS, session="b")
+    assert model.last_generation.reused_tokens == len(prompts["b"]) - 1
+    out = model.generate(prompts["a"], pages, max_new_tokens=4, eos_token_id=NO_EOS, session="a")
+    assert model.last_generation.reused_tokens == 0
+    assert out == model.generate_eager(prompts["a"], pages, max_new_tokens=4, eos_token_id=NO_EOS)
+    mem = eng.memory()
+    assert mem["owner"] == "a" and list(mem["parked_bytes"]) == ["b"]  # "c" was the least recently used
+    assert mem["parked_bytes"]["b"] == (len(prompts["b"]) + 3) * eng.kv_bytes_per_token  # its KV only, not the window
+    eng.release("b")
+    assert eng.memory()["parked_bytes"] == {}
+
+
+def test_capacity_grows_past_the_window():
+    cfg = tiny_config()
+    small = DeepseekOCR.random(replace(cfg, text=replace(cfg.text, max_position_embeddings=64)), seed=3)
+    ids = [0] + list(range(10, 110))
+    eng = small.engine
+    assert eng.capacity == 64
+    out = small.generate(ids, [], max_new_tokens=20, eos_token_id=NO_EOS)
+    assert eng.capacity == 128
+    assert out == small.generate_eager(ids, [], max_new_tokens=20, eos_token_id=NO_EOS)
+
+
+def test_windowed_ban_through_generate(model, pages):
+    model.configure_engine()
+    ids = _prompt(model, pages, seed=4)
+    kw = dict(max_new_tokens=16, eos_token_id=NO_EOS, no_repeat_ngram_size=3, reuse=False)
+    full = model.generate(ids, pages, **kw)
+    assert model.generate(ids, pages, ngram_window=10_000, **kw) == full  # a window over everything
+
+
+def test_stream_pieces_join_to_the_text(model, pages):
+    model.configure_engine()
+    ids = _prompt(model, pages, seed=5)
+    pieces = list(model.stream_text({"input_ids": ids, "image_embeds": pages}, max_new_tokens=20, eos_token_id=NO_EOS))
+    text = model.generate_text({"input_ids": ids, "image_embeds": pages}, max_new_tokens=20, eos_token_id=NO_EOS)
+    assert "".join(pieces) == text and len(pieces) > 1
+    assert not any(p.endswith("\ufffd") for p in pieces[:-1])
+
+
+def test_bad_input_is_refused(model, pages):
+    ids = _prompt(model, pages)
+    with pytest.raises(ModelError, match="146 image placeholders but the images bring 73"):
+        model.generate(ids, pages[:1], max_new_tokens=2)
+    img = model.config.image_token_id
+    split = [0] + [img] * 40 + [5] + [img] * 33 + [6]
+    with pytest.raises(ModelError, match="not contiguous"):
+        model.generate(split, pages[:1], max_new_tokens=2)
+    with pytest.raises(ModelError, match="over the engine's limit"):
+        model.generate(ids, pages, max_new_tokens=2, no_repeat_ngram_size=40)
+    with pytest.raises(ModelError, match="image keys"):
+        model.generate(ids, pages, max_new_tokens=2, image_keys=["only one"])
+    with pytest.raises(ModelError, match="at least one prompt token"):
+        model.generate([], [], max_new_tokens=2)
+    # a refused call leaves the engine usable
+    assert len(model.generate(ids, pages, max_new_tokens=3, eos_token_id=NO_EOS)) == 3
+
+
+def test_concurrent_callers_get_their_own_answers(model, pages):
+    model.configure_engine()
+    prompts = [_prompt(model, pages, seed=20 + i) for i in range(3)]
+    expect = [model.generate(p, pages, max_new_tokens=6, eos_token_id=NO_EOS, reuse=False) for p in prompts]
+    got: dict[int, list[int]] = {}
+
+    def worker(i: int) -> None:
+        got[i] = model.generate(prompts[i], pages, max_new_tokens=6, eos_token_id=NO_EOS, session=f"t{i}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(3)] == expect
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_steps_match_the_eager_step():
+    m = DeepseekOCR.random(tiny_config(), seed=1, device="cuda", dtype="float32")
+    ids = [0] + list(range(10, 400))
+    m.configure_engine(graphs=False, bucketed=True)
+    ref = m.generate(ids, [], max_new_tokens=64, eos_token_id=NO_EOS, no_repeat_ngram_size=3)
+    m.configure_engine(graphs=True)
+    assert m.generate(ids, [], max_new_tokens=64, eos_token_id=NO_EOS, no_repeat_ngram_size=3) == ref
+    assert m.last_generation.graphs
