@@ -41,39 +41,61 @@ def test_unreachable_cluster_is_a_store_error():
 
 
 def test_every_command_stays_in_the_session_slot(cluster):
-    """Scripts and transactions name only one session's keys: one slot per session, whatever the op."""
+    """Scripts, transactions and plain commands name only one session's keys: one slot per session, for
+    every store operation (a cross-slot script or transaction would also be refused by redis-py)."""
     from redis.crc import key_slot
 
     st = open_store(cluster.url + "?prefix=slots")
     sent: list[tuple] = []
-    real = st.client.execute_command
+    real_exec, real_pipeline = st.client.execute_command, st.client.pipeline
 
     def spy(*args, **kw):
         sent.append(args)
-        return real(*args, **kw)
+        return real_exec(*args, **kw)
 
-    st.client.execute_command = spy
+    def pipeline(*a, **kw):
+        pipe = real_pipeline(*a, **kw)
+        inner = pipe.execute_command
+
+        def record(*args, **kw2):
+            sent.append(args)
+            return inner(*args, **kw2)
+
+        pipe.execute_command = record
+        return pipe
+
+    st.client.execute_command, st.client.pipeline = spy, pipeline
+    page = StoredPage(0, [{"turn": 0, "start": 0, "end": 1}], "x", 1, "h0", png=b"p")
     for s in ("alice", "bob", "c.d-e_f"):
-        st.append_turns(s, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+        st.append_turns(s, [{"role": "user", "content": "x", "key": "k1"}, {"role": "assistant", "content": "y"}])
         st.set_pinned(s, 1, True)
-        st.put_pages(s, [StoredPage(0, [{"turn": 0, "start": 0, "end": 1}], "x", 1, "h0", png=b"p")], meta={"a": 1})
-        st.set_floors(s, {0: "small"})
+        st.put_pages(s, [page], meta={"a": 1})
+        assert st.seal_pages(s, [StoredPage(1, page.spans, "y", 1, "h1", png=b"q")], expect=1)
+        first = st.allocate_pages(s, 2)
+        st.put_doc(s, "doc", {"first_page": first, "pages": 2})
+        st.set_floors(s, {0: "small"}, ladder=["large", "base", "small", "tiny"])
+        st.update_meta(s, {"b": 2})
         st.put_cache(s, "h0|m|tiny", b"blob")
-        st.get_turns(s), st.get_pages(s), st.stats(s)
-    # every keyed command the client sent (scripts: their KEYS) hashes to the slot of its session
+        st.get_turns(s), st.get_pages(s), st.snapshot(s), st.get_docs(s), st.stats(s)
+        st.delete_pages(s, [1])
+        assert st.delete_doc(s, "doc")
+    assert len(sent) > 50
     for args in sent:
         name = str(args[0]).upper()
         if name in ("EVALSHA", "EVAL"):
             keys = args[3:3 + int(args[2])]
-        elif name in ("SCRIPT LOAD", "SCRIPT", "SCAN", "WAIT"):
+        elif name in ("SCRIPT LOAD", "SCAN", "WAIT", "CONFIG GET", "MULTI", "EXEC", "UNWATCH"):
             continue
+        elif name in ("WATCH", "DEL"):
+            keys = args[1:]
         else:
             keys = args[1:2]
+        sessions = {k.split(":")[1] for k in (x.decode() if isinstance(x, bytes) else x for x in keys)}
         slots = {key_slot(k.encode() if isinstance(k, str) else k) for k in keys}
-        assert len(slots) == 1, f"{args[:4]} spans slots {slots}"
+        assert len(slots) == 1 and len(sessions) == 1, f"{args[:4]} spans slots {slots}"
     assert sorted(st.list_sessions()) == ["alice", "bob", "c.d-e_f"]
     st.delete_session("bob")
-    assert st.list_sessions() == ["alice", "c.d-e_f"]
+    assert st.list_sessions() == ["alice", "c.d-e_f"] and st.count_turns("bob") == 0
 
 
 def test_list_sessions_spans_every_master_and_no_other_prefix(cluster):
