@@ -94,6 +94,9 @@ _TRADITIONAL = frozenset("這個們來說時會對過還發後開關實現點體
 # ones are Chinese only): enough to call a Han-only paragraph Chinese inside a Japanese turn
 _TRADITIONAL_NOT_JA = frozenset("這們說會對發關實點體與從應經樣讓氣聽寫歡號壓圖麼裡邊歷幫覺讀錢賣產總區縣歲歸藥隨據")
 _SIMPLIFIED_NOT_JA = _SIMPLIFIED - frozenset("会号写区点体与来")
+_TRAD_RE, _SIMP_RE, _TRAD_NOT_JA_RE, _SIMP_NOT_JA_RE = (
+    re.compile("[" + "".join(sorted(chars)) + "]") for chars in (_TRADITIONAL, _SIMPLIFIED, _TRADITIONAL_NOT_JA, _SIMPLIFIED_NOT_JA)
+)
 _LANG_FACE = {"ja": "JP", "jp": "JP", "ko": "KR", "kr": "KR", "zh": "SC", "zh-cn": "SC", "zh-sg": "SC",
               "zh-hans": "SC", "zh-tw": "TC", "zh-hant": "TC", "zh-mo": "TC", "zh-hk": "HK"}
 
@@ -139,10 +142,10 @@ def paragraph_face(s: str, start: int, stop: int, turn: tuple[str | None, str | 
     told, guess = turn
     if told:
         return told
-    chars = s[start : min(stop, start + 4000)]
-    trad_set, simp_set = (_TRADITIONAL_NOT_JA, _SIMPLIFIED_NOT_JA) if guess else (_TRADITIONAL, _SIMPLIFIED)
-    trad = sum(ch in trad_set for ch in chars)
-    simp = sum(ch in simp_set for ch in chars)
+    end = min(stop, start + 4000)
+    trad_re, simp_re = (_TRAD_NOT_JA_RE, _SIMP_NOT_JA_RE) if guess else (_TRAD_RE, _SIMP_RE)
+    trad = len(trad_re.findall(s, start, end))
+    simp = len(simp_re.findall(s, start, end))
     if trad != simp:
         return "TC" if trad > simp else "SC"
     return guess
