@@ -1,7 +1,7 @@
 """Parity with the reference DeepSeek-OCR implementation (fp32, max abs error <= 1e-4).
 
 The golden tensors were produced by running the reference HF remote code (transformers 4.46.3) outside
-this repository on the checkpoint that `optimem.model.testing.write_checkpoint()` writes, with the
+this repository on the checkpoint that `tests/model_checkpoints.write_checkpoint()` writes, with the
 pixel inputs of tests/data/model/page.png and wide.png; here the same checkpoint is rebuilt
 bit-identically and loaded through `from_pretrained`.
 """
@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from optimem.model import DeepseekOCR
-from optimem.model.testing import write_checkpoint
+from model_checkpoints import write_checkpoint
 
 DATA = Path(__file__).parent / "data" / "model"
 TOL = 1e-4
