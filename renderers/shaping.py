@@ -20,7 +20,8 @@ How a complex line is drawn, left to right on the page:
    brackets), cell items are reversed with their brackets mirrored.
 
 The text stays logical everywhere else: line breaking, spans, the page text and token counts never
-see visual order. Shaped runs and glyph bitmaps are cached per style, so a repeated word is shaped once.
+see visual order. Shaped words and glyph bitmaps are cached per style (bounded), so a repeated word is
+shaped once; whole lines are not kept.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _LETTER = re.compile(r"[^\W\d_]")
 _ARABIC = re.compile("[\u0600-\u06ff\u0750-\u077f\u0870-\u08ff\ufb50-\ufdff\ufe70-\ufefe]")
 _HEBREW = re.compile("[\u0590-\u05ff\ufb1d-\ufb4f]")
 _RUN_CACHE_LIMIT = 20_000
+_CACHED_LEN = 48  # words and short runs repeat and are kept; whole lines rarely do and are not
 
 
 def paragraph_is_rtl(s: str, start: int, stop: int) -> bool:
@@ -233,9 +235,10 @@ def _shaped_ink(style: Style, kind: str, text: str, rtl: bool) -> np.ndarray:
                 np.maximum(region, bmp[y0 - y : y1 - y, x0 - x : x1 - x], out=region)  # marks overlap letters
         pen += pos.x_advance
     ink = np.ascontiguousarray(canvas.T)
-    if len(style.shaped) > _RUN_CACHE_LIMIT:
-        style.shaped.clear()
-    style.shaped[key] = ink
+    if len(text) <= _CACHED_LEN:
+        if len(style.shaped) > _RUN_CACHE_LIMIT:
+            style.shaped.clear()
+        style.shaped[key] = ink
     return ink
 
 
@@ -282,7 +285,8 @@ def line_ink(style: Style, text: str, rtl: bool) -> tuple[np.ndarray, frozenset[
                 parts.append(style.ink[c])
     ink = np.concatenate(parts, axis=0) if parts else np.zeros((0, style.line_height), np.uint8)
     result = (ink, frozenset(fonts), missing)
-    if len(style.shaped) > _RUN_CACHE_LIMIT:
-        style.shaped.clear()
-    style.shaped[key] = result
+    if len(text) <= _CACHED_LEN:
+        if len(style.shaped) > _RUN_CACHE_LIMIT:
+            style.shaped.clear()
+        style.shaped[key] = result
     return result
