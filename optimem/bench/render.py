@@ -4,8 +4,8 @@ Both sides draw the same page: the same layout (lines, positions, fonts) from `r
 on one core. "ours" is the full page render (layout + drawing), "pillow" is the same layout followed by
 `ImageDraw.text` per line with the line's font. Steady state: caches warm, the first pages discarded.
 
-Right-to-left ("ar", Arabic prose) is timed on distinct pages (a fresh text each page), because its
-drawing caches whole shaped lines, which a repeated page would hit every time; Pillow draws the same
+Right-to-left ("ar", Arabic prose) is timed on distinct pages (a fresh text each page), so that bidi
+and line shaping run on lines never seen before, as they do in use; Pillow draws the same
 lines through its raqm layout (FriBiDi + HarfBuzz), right-aligned, with the same Noto Sans Arabic.
 """
 
