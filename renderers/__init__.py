@@ -63,7 +63,7 @@ class PageLayout:
 def paginate(
     turns: Sequence[Turn | Mapping[str, Any]], settings: RenderSettings | None = None, *, start: tuple[int, int] = (0, 0)
 ) -> list[PageLayout]:
-    """The pages `render_transcript` would draw, without drawing them (about 5x faster)."""
+    """The pages `render_transcript` would draw, without drawing them (layout only: no pixels)."""
     paginator = Paginator(settings)
     return [
         PageLayout(i, page_spans(lines, contents), "\n".join(line.text for line in lines), full)

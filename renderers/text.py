@@ -16,7 +16,7 @@ character ranges of that normalised text. Normalisation rules (each tested):
   draws it in reading order, shaped.
 
 Line breaking is hand-written rather than UAX #14 through `uniseg`: uniseg's pure-Python segmenter
-costs more per page than the whole rendering budget (300 pages/s). The rules: break after a run of
+costs more per page than the whole rendering budget (`optimem bench render`, README). The rules: break after a run of
 spaces, between CJK characters, and nowhere else inside a word unless the word is longer than a
 line (then by character). Kinsoku: a closing punctuation mark never starts a line (it is glued to
 the unit before it) and an opening mark never ends one (glued to the unit after it).

@@ -96,8 +96,8 @@ class DeepseekOCR(DecoderMixin, CompileMixin):
                  *, fused_attention: bool = True) -> None:
         if fused_attention:
             # SAM's relative-position bias without the dense [heads, HW, HW] tensor: one bias-free
-            # SDPA call on CPU, Triton kernels on CUDA; same maths (parity tests run through it),
-            # 3.7x the stock path's batched throughput at base on an H100 (bench encode variants)
+            # SDPA call on CPU, Triton kernels on CUDA; same maths (parity tests run through it), and
+            # several times the stock path's batched throughput (README: `optimem bench encode --variants`)
             from optimem.model.sam_attention import fuse_sam_attention
 
             fuse_sam_attention(module)

@@ -85,9 +85,9 @@ class CompileMixin:
     """`compile()` for a model facade that exposes `vision_encoder` (DeepseekOCR, DeepseekOCR2)."""
 
     def compile(self, mode: str | None = None, **kwargs: Any):
-        """Run `encode_pages` through the compiled encoder (`compile_encoder`): 1.06-1.18x the eager batched
-        throughput at batch 32 on an H100 (benchmarks/results/encode.json) at ~35-50 s of compile per
-        tier and batch size. For CUDA; returns self."""
+        """Run `encode_pages` through the compiled encoder (`compile_encoder`): faster batched throughput
+        (README, GPU section: `optimem bench encode`) for a compile per tier and batch size, which is
+        why a backend pads every batch to one size. For CUDA; returns self."""
         compile_encoder(self, mode, **kwargs)
         return self
 
