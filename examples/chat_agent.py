@@ -1,18 +1,18 @@
-"""A terminal chat agent with optical memory, for any LangChain chat model.
+"""A terminal chat agent (LangChain 1.x `create_agent`) whose old turns reach the model as page images.
 
     python examples/chat_agent.py --provider anthropic      # plug in your model in make_model()
     python examples/chat_agent.py --native /models/DeepSeek-OCR
 
-History is kept in optimem's store; before each call the compressor turns old turns into page images
-priced in the provider's tokens. An empty line ends the chat.
+The agent's state (the full conversation) is persisted by a LangGraph checkpointer per thread, as any
+LangChain agent; `OpticalMemoryMiddleware` compresses every model call for the provider's budget,
+with the thread's pages kept in optimem's store. An empty line ends the chat.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-
-from langchain_core.messages import HumanMessage, SystemMessage
+from typing import Any
 
 from optimem.langchain import ChatDeepSeekOCR, OpticalChatMessageHistory, OpticalCompressor
 
@@ -22,8 +22,40 @@ def make_model():
     raise SystemExit("edit make_model() in examples/chat_agent.py to return a LangChain chat model, or use --native")
 
 
+def build_agent(model: Any, *, provider: str, budget: int, store: str, tools: list | None = None,
+                checkpointer: Any = None):
+    """`create_agent` + a checkpointer + the optical memory middleware."""
+    from langchain.agents import create_agent
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from optimem.langchain import OpticalMemoryMiddleware
+
+    compressor = OpticalCompressor(provider=provider, budget=budget, store=store)
+    return create_agent(model, tools=tools or [], system_prompt="You are a helpful assistant.",
+                        middleware=[OpticalMemoryMiddleware(compressor)], checkpointer=checkpointer or InMemorySaver())
+
+
+def agent_loop(agent: Any, thread: str, read=input, write=print) -> int:
+    turns = 0
+    config = {"configurable": {"thread_id": thread}}
+    while True:
+        try:
+            line = read("you> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        result = agent.invoke({"messages": [{"role": "user", "content": line}]}, config)
+        write(f"assistant> {result['messages'][-1].content}")
+        turns += 1
+    return turns
+
+
 def chat_loop(model, history: OpticalChatMessageHistory, compressor: OpticalCompressor | None,
               read=input, write=print) -> int:
+    """Without an agent: the history in optimem's store, compressed before each call."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
     turns = 0
     while True:
         try:
@@ -34,7 +66,8 @@ def chat_loop(model, history: OpticalChatMessageHistory, compressor: OpticalComp
             break
         history.add_message(HumanMessage(line))
         messages = [SystemMessage("You are a helpful assistant."), *history.messages]
-        reply = model.invoke(compressor.invoke(messages) if compressor else messages)
+        config = {"configurable": {"thread_id": history.session_id}}
+        reply = model.invoke(compressor.invoke(messages, config) if compressor else messages, config)
         history.add_message(reply)
         write(f"assistant> {reply.content}")
         turns += 1
@@ -49,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--session", default="agent")
     ap.add_argument("--native", metavar="DEEPSEEK_OCR_DIR", default=None)
     args = ap.parse_args(argv)
-    if args.native:  # the native model keeps its own optical memory
+    if args.native:  # the native model keeps its own optical memory, per thread
         model = ChatDeepSeekOCR.from_pretrained(args.native, session=args.session, store=args.store)
         history = OpticalChatMessageHistory(args.session + "-view", args.store)
         return chat_loop(model, history, None)
-    return chat_loop(make_model(), OpticalChatMessageHistory(args.session, args.store),
-                     OpticalCompressor(provider=args.provider, budget=args.budget))
+    agent = build_agent(make_model(), provider=args.provider, budget=args.budget, store=args.store)
+    return agent_loop(agent, args.session)
 
 
 if __name__ == "__main__":

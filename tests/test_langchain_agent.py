@@ -83,3 +83,20 @@ def test_agent_streams_with_the_middleware():
         chunks = list(agent.stream({"messages": [{"role": "user", "content": user_turn(i)}]}, cfg, stream_mode="updates"))
         assert chunks
     _check(seen, 6000)
+
+
+def test_chat_agent_example_builds_a_persistent_agent(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("chat_agent", Path(__file__).parents[1] / "examples" / "chat_agent.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    seen: list = []
+    agent = mod.build_agent(scripted_model(lambda msgs, kw: seen.append(msgs)), provider="openai", budget=6000,
+                            store=f"sqlite:///{tmp_path / 'a.db'}", tools=[make_tool()])
+    lines = iter([user_turn(i) for i in range(6)] + [""])
+    out: list = []
+    assert mod.agent_loop(agent, "example", read=lambda _: next(lines), write=out.append) == 6
+    assert len(out) == 6 and all("Here is what I found" in o for o in out)
+    _check(seen, 6000)
