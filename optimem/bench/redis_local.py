@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +27,8 @@ from pathlib import Path
 from optimem.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# a CLUSTER NODES line: <40-hex id> <ip>:<port>@<bus port>[,hostname] <flags> <master id or -> ...
+_NODE_LINE = re.compile(r"[0-9a-f]{40} \S*:(\d+)@\d+\S* \S+ \S+ \d+ \d+ \d+ \S+")
 
 
 def _port_free(port: int) -> bool:
@@ -180,25 +183,13 @@ class LocalRedisCluster:
         return self
 
     def topology(self) -> list[dict]:
-        """CLUSTER NODES as seen from a live node: [{port, role, master_port, slots, failed}]."""
+        """CLUSTER NODES as seen from a live node: [{id, port, role, master_port, slots, failed}]."""
         for n in self.nodes:
             if n.alive:
-                text = n.cli("CLUSTER", "NODES")
-                if text:
-                    break
-        else:
-            return []
-        rows, by_id = [], {}
-        for line in text.strip().splitlines():
-            parts = line.split()
-            node_id, addr, flags, master = parts[0], parts[1], parts[2], parts[3]
-            port = int(addr.split("@")[0].rsplit(":", 1)[1])
-            by_id[node_id] = port
-            rows.append({"id": node_id, "port": port, "role": "master" if "master" in flags else "replica",
-                         "master_id": master, "failed": "fail" in flags, "slots": parts[8:]})
-        for r in rows:
-            r["master_port"] = by_id.get(r.pop("master_id"))
-        return rows
+                rows = self._topology_from(n)
+                if rows:
+                    return rows
+        return []
 
     def masters(self) -> list[int]:
         return [r["port"] for r in self.topology() if r["role"] == "master" and not r["failed"] and r["slots"]]
@@ -236,15 +227,22 @@ class LocalRedisCluster:
             time.sleep(0.1)
         raise ConfigError(f"Redis Cluster did not become healthy within {timeout:.0f} s ({last})")
 
-    def _topology_from(self, node: RedisNode) -> list[dict]:
-        rows = []
+    @staticmethod
+    def _topology_from(node: RedisNode) -> list[dict]:
+        """Parse one node's CLUSTER NODES; anything else redis-cli printed (a node still starting says
+        "Could not connect ...") yields no rows."""
+        rows, by_id = [], {}
         for line in node.cli("CLUSTER", "NODES").strip().splitlines():
-            parts = line.split()
-            if len(parts) < 8:
+            m = _NODE_LINE.match(line)
+            if not m:
                 continue
-            rows.append({"port": int(parts[1].split("@")[0].rsplit(":", 1)[1]),
-                         "role": "master" if "master" in parts[2] else "replica",
+            parts = line.split()
+            by_id[parts[0]] = int(m.group(1))
+            rows.append({"id": parts[0], "port": int(m.group(1)),
+                         "role": "master" if "master" in parts[2] else "replica", "master_id": parts[3],
                          "failed": "fail" in parts[2], "slots": parts[8:]})
+        for r in rows:
+            r["master_port"] = by_id.get(r.pop("master_id"))
         return rows
 
     def restart(self, port: int, timeout: float = 30.0) -> None:
