@@ -24,22 +24,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from optimem.backends import Backend, NoModelBackend
 from optimem.context import Context, ContextPage, ContextTurn
-from optimem.errors import InputError, ModelError
+from optimem.errors import InputError, ModelError, StoreError
 from optimem.pages import PageEncoder, PageViews, VisionCache
 from optimem.records import page_infos, stored_turn_infos
 from optimem.store import Store, StoredPage, check_session, open_store
 from policies import Plan, Planner, Policy
-from renderers import RenderSettings, Turn, render_transcript
+from renderers import RenderSettings, Turn, iter_pages
 
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")
 MAX_TURN_CHARS = 50_000_000
+SEAL_BATCH = 16  # pages drawn, then written in one compare-and-set; bounds what a huge turn holds in memory
 
 
 class OpticalMemory:
@@ -56,11 +58,12 @@ class OpticalMemory:
         self.store = store if isinstance(store, Store) else open_store(store)
         self.backend = backend or NoModelBackend()
         self.policy = policy or Policy()
-        meta = self.store.get_meta(self.session)
-        stored = meta.get("render")
-        if stored and render is not None and _render_dict(render) != stored:
-            log.warning("session %s was rendered with %s; keeping those settings", session, stored)
-        self.render = RenderSettings(**stored) if stored else (render or RenderSettings())
+        self._render_arg = render
+        self._render: RenderSettings | None = None  # read from the session on first use, not here
+        # one instance may serve concurrent calls (acontext from several tasks, a background sync): the
+        # planner's incremental state is guarded so they take turns instead of racing on it
+        self._lock = threading.RLock()
+        self._synced_turns = 0
         self._planner: Planner | None = None
         self._planned_turns = 0
         self._planned_pages = 0
@@ -68,10 +71,26 @@ class OpticalMemory:
         self.views = PageViews(self.backend.ladder, self._load_png)
         self._encoder: PageEncoder | None = None
 
+    @property
+    def render(self) -> RenderSettings:
+        """The session's render settings: those it was first rendered with, else the ones given."""
+        if self._render is None:
+            stored = self.store.get_meta(self.session).get("render")
+            if stored and self._render_arg is not None and _render_dict(self._render_arg) != stored:
+                log.warning("session %s was rendered with %s; keeping those settings", self.session, stored)
+            self._render = RenderSettings(**stored) if stored else (self._render_arg or RenderSettings())
+        return self._render
+
     # -- writing ------------------------------------------------------------------------------------
-    def add(self, role: str, content: str, metadata: Mapping[str, Any] | None = None, *, pinned: bool = False) -> int:
-        """Append one turn; returns its id. Fast: a store append, nothing else."""
-        return self.add_many([{"role": role, "content": content, "metadata": metadata, "pinned": pinned}])[0]
+    def add(self, role: str, content: str, metadata: Mapping[str, Any] | None = None, *, pinned: bool = False,
+            key: str | None = None) -> int:
+        """Append one turn; returns its id. Fast: a store append, nothing else.
+
+        `key` (optional, unique per session) makes the append idempotent: if a call fails with a
+        `StoreError` saying it may have been applied, calling again with the same key returns the
+        first id instead of storing the turn twice."""
+        return self.add_many([{"role": role, "content": content, "metadata": metadata, "pinned": pinned,
+                               "key": key}])[0]
 
     def add_many(self, turns: Iterable[Mapping[str, Any] | Turn]) -> list[int]:
         rows = []
@@ -89,45 +108,89 @@ class OpticalMemory:
             if not isinstance(meta, Mapping):
                 raise InputError(f"turn {i}: metadata must be a mapping")
             rows.append({"role": role, "content": content, "metadata": dict(meta), "pinned": bool(t.get("pinned")),
-                         "created": time.time()})
+                         "created": time.time(), "key": t.get("key")})
         if not rows:
             return []
         return self.store.append_turns(self.session, rows)
 
     def pin(self, turn_id: int) -> None:
         """Keep this turn as raw text in every context (the plan refuses a budget too small for pins)."""
-        self.store.set_pinned(self.session, turn_id, True)
-        self._planner = None
+        with self._lock:
+            self.store.set_pinned(self.session, turn_id, True)
+            self._planner = None
 
     def unpin(self, turn_id: int) -> None:
-        self.store.set_pinned(self.session, turn_id, False)
-        self._planner = None
+        with self._lock:
+            self.store.set_pinned(self.session, turn_id, False)
+            self._planner = None
 
     def turns(self, start: int = 0, stop: int | None = None):
         return self.store.get_turns(self.session, start, stop)
 
     # -- pages --------------------------------------------------------------------------------------
     def sync(self) -> int:
-        """Seal the pages that filled up since the last call; returns how many were sealed."""
-        meta = self.store.get_meta(self.session)
+        """Seal the pages that filled up since the last call; returns how many this call sealed.
+
+        Pages are drawn and written in batches of `SEAL_BATCH` as they are rendered, so a huge turn
+        never has all its pages in memory. Each batch is a compare-and-set on the session's page counter
+        (`Store.seal_pages`): a writer that finds another process sealed first re-reads the open
+        position and carries on from there, so overlapping syncs never write an older state."""
+        sealed = 0
+        with self._lock:
+            for _ in range(1000):  # each retry means another writer made progress
+                done, n = self._seal_some()
+                sealed += n
+                if done:
+                    return sealed
+        raise StoreError(f"session {self.session!r}: sealing kept losing to other writers; try again")
+
+    def _seal_some(self) -> tuple[bool, int]:
+        """One pass from the stored open position: (finished, pages sealed). Not finished when another
+        writer sealed first (then the caller reads the new position and goes on)."""
+        head = self.store.snapshot(self.session, turns_from=1 << 62, pages_from=1 << 62)  # counters only
+        meta, expect = head.meta, head.next_page
         t0, c0 = meta.get("open", [0, 0])
-        n_pages = meta.get("pages", 0)
-        new_turns = self.store.get_turns(self.session, t0)
-        if not new_turns:
-            return 0
-        turns = [Turn(t.role, t.content) for t in new_turns]
-        pages = render_transcript(turns, self.render, start=(0, c0), first_index=n_pages)
-        sealed = [p for p in pages if p.full]
-        if not sealed:
-            if "render" not in meta:
-                self.store.set_meta(self.session, {**meta, "render": _render_dict(self.render)})
-            return 0
-        nxt = pages[len(sealed)].spans[0] if len(pages) > len(sealed) else None
-        if nxt is not None:
-            open_at = [t0 + nxt.turn, nxt.start]
-        else:  # the last sealed page ended exactly at a turn boundary
-            last = sealed[-1].spans[-1]
-            open_at = [t0 + last.turn + 1, 0] if not last.continues else [t0 + last.turn, last.end]
+        render = _render_dict(self.render)
+        self._synced_turns = head.turn_count
+        if head.turn_count <= t0:
+            if meta.get("render") is None and head.turn_count:
+                self.store.update_meta(self.session, {"render": render})
+            return True, 0
+        turns = [Turn(t.role, t.content) for t in self.store.get_turns(self.session, t0)]
+        self._synced_turns = t0 + len(turns)
+        sealed = 0
+        batch: list[Any] = []
+        held = None  # the last full page: sealed once the next page shows where the open page starts
+        last = None
+        for page in iter_pages(turns, self.render, start=(0, c0), first_index=expect):
+            last = page
+            if held is not None:
+                batch.append(held)
+                if len(batch) >= SEAL_BATCH:
+                    nxt = page.spans[0]
+                    if not self._seal(batch, t0, expect, [t0 + nxt.turn, nxt.start], render):
+                        return False, sealed
+                    expect += len(batch)
+                    sealed += len(batch)
+                    batch = []
+            held = page if page.full else None
+            if not page.full:
+                break
+        if held is not None:  # the input ended exactly where a full page ended
+            batch.append(held)
+            end = held.spans[-1]
+            open_at = [t0 + end.turn, end.end] if end.continues else [t0 + end.turn + 1, 0]
+        elif last is not None and batch:
+            open_at = [t0 + last.spans[0].turn, last.spans[0].start]
+        if batch:
+            if not self._seal(batch, t0, expect, open_at, render):
+                return False, sealed
+            sealed += len(batch)
+        elif meta.get("render") is None:
+            self.store.update_meta(self.session, {"render": render})
+        return True, sealed
+
+    def _seal(self, pages: list[Any], t0: int, expect: int, open_at: list[int], render: dict[str, Any]) -> bool:
         records = [
             StoredPage(
                 index=p.index,
@@ -139,37 +202,59 @@ class OpticalMemory:
                 png=p.png_bytes(),
                 meta={"missing_glyphs": p.missing_glyphs, "fonts": list(p.fonts), "chars": p.chars},
             )
-            for p in sealed
+            for p in pages
         ]
-        new_meta = {**meta, "open": open_at, "pages": n_pages + len(sealed), "render": _render_dict(self.render)}
-        self.store.put_pages(self.session, records, meta=new_meta)
-        log.debug("session %s: sealed pages %d-%d", self.session, n_pages, n_pages + len(sealed) - 1)
-        return len(sealed)
+        ok = self.store.seal_pages(self.session, records, expect=expect,
+                                   meta={"open": open_at, "pages": expect + len(records), "render": render})
+        if ok:
+            log.debug("session %s: sealed pages %d-%d", self.session, expect, expect + len(records) - 1)
+        return ok
 
     def restore(self, page: int) -> None:
         """Let a page (and every newer page) be planned sharp again: clears their floors."""
-        n = self.store.get_meta(self.session).get("pages", 0)
-        self.store.set_floors(self.session, {i: None for i in range(page, n)})
-        self._planner = None
+        n = self.store.next_page(self.session)
+        with self._lock:
+            self.store.set_floors(self.session, {i: None for i in range(page, n)})  # no ladder: sharpening on purpose
+            self._planner = None
 
     # -- planning -----------------------------------------------------------------------------------
-    def _sync_planner(self) -> Planner:
-        if self._planner is None:
-            self._planner = Planner(self.backend.ladder.costs, self.policy, getattr(self.backend, "template_overhead", None))
-            self._planned_turns = self._planned_pages = 0
-            self._floors = {}
-        planner = self._planner
-        new_turns = self.store.get_turns(self.session, self._planned_turns)
-        if new_turns:
-            planner.extend(stored_turn_infos(new_turns))
-            self._planned_turns += len(new_turns)
-        new_pages = self.store.get_pages(self.session, self._planned_pages, with_png=False)
-        if new_pages:
-            floors = [self._floor_on_ladder(p.floor) for p in new_pages]
-            planner.extend(pages=page_infos(new_pages, floors=floors))
-            self._floors.update((p.index, f) for p, f in zip(new_pages, floors))
-            self._planned_pages += len(new_pages)
-        return planner
+    def _sync_planner(self, limit: int | None = None) -> Planner:
+        """Bring the planner up to date from one snapshot of the session (turns, pages, every floor and
+        pin as of one instant). Turns from `limit` on (appended by another writer after this call's
+        sync) wait for the next call instead of arriving unsealed."""
+        for _ in range(2):
+            if self._planner is None:
+                self._planner = Planner(self.backend.ladder.costs, self.policy,
+                                        getattr(self.backend, "template_overhead", None))
+                self._planned_turns = self._planned_pages = 0
+                self._floors = {}
+                self._pinned: frozenset[int] = frozenset()
+            planner = self._planner
+            snap = self.store.snapshot(self.session, turns_from=self._planned_turns, pages_from=self._planned_pages)
+            if snap.pinned != self._pinned and (self._planned_turns or self._pinned):
+                self._planner = None  # pins changed (here or in another process): plan from scratch
+                continue
+            self._pinned = snap.pinned
+            new_turns = [t for t in snap.turns if limit is None or t.id < limit]
+            if new_turns:
+                planner.extend(stored_turn_infos(new_turns))
+                self._planned_turns += len(new_turns)
+            new_pages = [p for p in snap.pages if p.spans[-1]["turn"] < self._planned_turns]
+            new_pages = new_pages[: next((k for k, p in enumerate(new_pages) if p.index != self._planned_pages + k),
+                                         len(new_pages))]
+            if new_pages:
+                floors = [self._floor_on_ladder(p.floor) for p in new_pages]
+                planner.extend(pages=page_infos(new_pages, floors=floors))
+                self._floors.update((p.index, f) for p, f in zip(new_pages, floors))
+                self._planned_pages += len(new_pages)
+            # floors another writer let fade since this planner read them (the store only coarsens them)
+            faded = {i: f for i, f in ((i, self._floor_on_ladder(f)) for i, f in snap.floors.items())
+                     if i < self._planned_pages and f is not None and self._floors.get(i) != f}
+            if faded:
+                planner.set_floors(faded)
+                self._floors.update(faded)
+            return planner
+        raise AssertionError("unreachable")
 
     def _floor_on_ladder(self, floor: str | None) -> str | None:
         """A stored floor on the current backend's ladder. A session planned with another model's
@@ -183,18 +268,23 @@ class OpticalMemory:
         return names[-1]
 
     def plan(self, budget: int, *, reserve: int = 0) -> Plan:
-        """Seal pages, plan under `budget` (minus `reserve`), persist the new floors."""
-        self.sync()
-        planner = self._sync_planner()
-        if reserve != planner.policy.reserve_tokens:
-            planner.policy = dataclasses.replace(self.policy, reserve_tokens=reserve)
-        plan = planner.plan(budget, now=time.time())
-        changed = {i: t for i, t in plan.floors().items() if self._floors.get(i) != t}
-        if changed:
-            self.store.set_floors(self.session, changed)
-            planner.set_floors(changed)
-            self._floors.update(changed)
-        return plan
+        """Seal pages, plan under `budget` (minus `reserve`), persist the new floors.
+
+        Floors are written coarsen-only in the store (`set_floors(..., ladder=...)`): a process holding
+        an older plan can never make a page sharper than another process already let it fade."""
+        with self._lock:
+            self.sync()
+            planner = self._sync_planner(self._synced_turns)  # what this sync saw, not what arrived since
+            if reserve != planner.policy.reserve_tokens:
+                planner.policy = dataclasses.replace(self.policy, reserve_tokens=reserve)
+            plan = planner.plan(budget, now=time.time())
+            changed = {i: t for i, t in plan.floors().items() if self._floors.get(i) != t}
+            if changed:
+                stored = self.store.set_floors(self.session, changed, ladder=self.backend.ladder.names)
+                now = {i: self._floor_on_ladder(f) for i, f in stored.items() if f is not None}
+                planner.set_floors(now)
+                self._floors.update(now)
+            return plan
 
     def context(self, budget: int, *, reserve: int = 0, encode: bool | None = None,
                 new_message: str | None = None) -> Context:
@@ -288,8 +378,9 @@ class OpticalMemory:
         return self.store.stats(self.session)
 
     # -- async variants (the store calls are blocking: run them off the event loop) ------------------
-    async def aadd(self, role: str, content: str, metadata: Mapping[str, Any] | None = None, *, pinned: bool = False) -> int:
-        return await asyncio.to_thread(self.add, role, content, metadata, pinned=pinned)
+    async def aadd(self, role: str, content: str, metadata: Mapping[str, Any] | None = None, *, pinned: bool = False,
+                   key: str | None = None) -> int:
+        return await asyncio.to_thread(self.add, role, content, metadata, pinned=pinned, key=key)
 
     async def aadd_many(self, turns: Iterable[Mapping[str, Any] | Turn]) -> list[int]:
         return await asyncio.to_thread(self.add_many, list(turns))
@@ -305,6 +396,21 @@ class OpticalMemory:
 
     async def async_sync(self) -> int:
         return await asyncio.to_thread(self.sync)
+
+    async def aturns(self, start: int = 0, stop: int | None = None):
+        return await asyncio.to_thread(self.turns, start, stop)
+
+    async def apin(self, turn_id: int) -> None:
+        await asyncio.to_thread(self.pin, turn_id)
+
+    async def aunpin(self, turn_id: int) -> None:
+        await asyncio.to_thread(self.unpin, turn_id)
+
+    async def arestore(self, page: int) -> None:
+        await asyncio.to_thread(self.restore, page)
+
+    async def astats(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.stats)
 
 
 def _render_dict(r: RenderSettings) -> dict[str, Any]:
