@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -314,3 +315,20 @@ def test_ingest_shows_a_page_count_and_rate_on_stderr_only(tmp_path):
     res = run("ingest", str(tmp_path / "missing.pdf"), "--session", "m", "--store", f"sqlite:///{tmp_path / 'e.db'}")
     assert res.returncode == 2 and not (tmp_path / "e.db").exists()
     one_line_error(res.stderr, "no such file")
+
+
+def test_ask_with_a_model_shows_encode_and_generate_progress(capsys, ingested, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from optimem.model import DeepseekOCR, tiny_config
+
+    ckpt = tmp_path / "tiny"
+    DeepseekOCR.random(tiny_config()).save_pretrained(ckpt)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # stderr counts as a terminal: bars are drawn
+    monkeypatch.setenv("COLUMNS", "160")
+    rc, out, err = cli(capsys, "ask", "flange bolts torque", "--session", "manual", "--store", ingested,
+                       "--model", str(ckpt), "-k", "2", "--max-new-tokens", "3")
+    assert rc == 0, err
+    assert "[p.1" in out and "\x1b" not in out  # the answer cites the printed label; no bar on stdout
+    err = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err)
+    assert "loading" in err and re.search(r"(\d+)/\1 pages", err) and "pages/s" in err
+    assert "3/3 tokens" in err and "tokens/s" in err

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if backend is None:
         ans = docs.ask(args.question, budget=args.budget, k=args.k, max_new_tokens=args.max_new_tokens)
     else:
-        ans = common.with_model_progress(console, backend, len_hint=args.k, call=lambda: docs.ask(
+        ans = common.with_model_progress(console, backend, lambda: docs.ask(
             args.question, budget=args.budget, k=args.k, max_new_tokens=args.max_new_tokens))
     meta = {p.index: p for p in store.get_pages(args.session, with_png=False)}
     cited = []

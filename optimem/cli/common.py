@@ -137,31 +137,34 @@ def load_backend(model: str, console, **kwargs):
     return backend
 
 
-def with_model_progress(console, backend, call, len_hint: int | None = None):
+def with_model_progress(console, backend, call):
     """Run `call()` (an ask or chat step) with progress on stderr: pages encoded (count, pages/s), then
     answer tokens generated (count, tokens/s). The backend offers no progress hooks, so its `encode` and
-    its model's `generate` are wrapped on the instance for the duration of the call and restored after."""
+    its model's `generate` are wrapped on the instance for the duration of the call and restored after.
+    Each task starts its clock when its work starts, so the rates are the work's own."""
     from optimem.progress import progress_bar
 
     model = getattr(backend, "model", None)
+    tasks: dict[str, int] = {}
     with progress_bar(console=console) as bar:
-        enc = bar.add_task("encode pages", total=None, unit="pages")
-        gen = bar.add_task("generate answer", total=None, unit="tokens", visible=False)
         encode = backend.encode
 
         def counted_encode(images, *a, **kw):
+            if "encode" not in tasks:
+                tasks["encode"] = bar.add_task("encode pages", total=None, unit="pages")
             out = encode(images, *a, **kw)
-            bar.advance(enc, len(images))
+            bar.advance(tasks["encode"], len(images))
             return out
 
         backend.encode = counted_encode
         generate = getattr(model, "generate", None)
         if generate is not None:
             def counted_generate(*a, **kw):
-                bar.update(enc, total=bar.tasks[enc].completed)
-                bar.update(gen, visible=True)
+                if "encode" in tasks:
+                    bar.update(tasks["encode"], total=bar.tasks[tasks["encode"]].completed)
+                task = tasks["generate"] = bar.add_task("generate answer", total=None, unit="tokens")
                 ids = generate(*a, **kw)
-                bar.update(gen, completed=len(ids), total=len(ids))
+                bar.update(task, completed=len(ids), total=len(ids))
                 return ids
 
             model.generate = counted_generate
