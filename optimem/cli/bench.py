@@ -18,7 +18,6 @@ BENCHMARKS: dict[str, str] = {
     "legibility": "character accuracy per tier and text density, read back by an independent OCR",
     "plan": "planning time for 10,000 pages; incremental vs full",
     "retention": "facts still readable at a conversation's end per budget: optimem vs strict decay vs truncation",
-    "retention": "facts still readable at a conversation's end per budget: optimem vs strict decay vs truncation",
     "encode": "DeepEncoder pages/s and TFLOP/s per mode and batch (GPU), vs the reference path",
     "ocr2": "DeepSeek-OCR-2 encoder pages/s and TFLOP/s per tier and batch (GPU)",
     "memory": "add-turn latency (SQLite, Redis), context() time, page pipeline throughput",
