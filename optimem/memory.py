@@ -37,6 +37,7 @@ from optimem.records import page_infos, stored_turn_infos
 from optimem.store import Store, StoredPage, check_session, open_store
 from policies import Plan, Planner, Policy
 from renderers import RenderSettings, Turn, iter_pages
+from renderers.records import normalize_role
 
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")
@@ -98,6 +99,10 @@ class OpticalMemory:
             if isinstance(t, Turn):
                 t = {"role": t.role, "content": t.content, "metadata": dict(t.metadata)}
             role, content = t.get("role"), t.get("content")
+            try:  # the renderer's one role table: human -> user, ai -> assistant, ... (as render and plan do)
+                role = normalize_role(role, i)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
             if role not in ROLES:
                 raise InputError(f"turn {i}: role must be one of {', '.join(ROLES)}, not {role!r}")
             if not isinstance(content, str):

@@ -194,6 +194,15 @@ def test_langchain_roles_are_accepted_the_same_way_everywhere(capsys, tmp_path):
     assert rc == 0 and json.loads(out)[0]["spans"][0]["turn"] == 0
     rc, out, _ = cli(capsys, "plan", str(path), "--budget", "2000", "--json")
     assert rc == 0 and json.loads(out)["segments"][-1]["turns"] == [0, 1]
+    from optimem.errors import InputError
+    from optimem.memory import OpticalMemory
+
+    mem = OpticalMemory("lc", "sqlite://")
+    mem.add("human", "My code is QX7.")
+    mem.add("AI", "Noted.")
+    assert [t.role for t in mem.turns()] == ["user", "assistant"]
+    with pytest.raises(InputError, match="unknown role 'narrator'"):
+        mem.add("narrator", "b")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"role": "user", "content": "a"}\n{"role": "narrator", "content": "b"}\n')
     for cmd in (["render", str(bad), "--out", str(tmp_path / "q")], ["plan", str(bad), "--budget", "2000"]):
