@@ -131,7 +131,15 @@ class Page:
 
     @cached_property
     def content_hash(self) -> str:
-        return hashlib.sha256(self._png).hexdigest()
+        """The page's identity: a hash of its pixels (size, mode and raw bytes), so knowing which page
+        this is never costs a PNG encoding."""
+        return pixels_hash(self.image)
+
+
+def pixels_hash(image: Image.Image) -> str:
+    h = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
 
 
 def png_bytes(image: Image.Image) -> bytes:
