@@ -435,8 +435,10 @@ class Planner:
         exact_room = pol.exact_share * available
         exact_used = 0
         for t in reversed(turns):
+            if not t.exact or t.index in text:
+                continue
             tok = t.tokens + per_turn
-            if t.exact and t.index not in text and exact_used + tok <= exact_room and used + tok <= available:
+            if exact_used + tok <= exact_room and used + tok <= available:
                 text.add(t.index)
                 exact_used += tok
                 used += tok
@@ -580,20 +582,12 @@ class Planner:
                               range(r0, r1), self._reason(k, range(r0, r1), age))
                 items.append((t0, 0, seg))
                 continue
-            # each page goes to the piece holding the first turn it draws that this run holds (a
-            # page drawing none of them stays with the piece before)
-            ends = [z for _, z in pieces]
-            bounds = []  # first page of each piece
-            owner = 0
-            for p in range(r0, r1):
-                j = bisect.bisect_left(ends, max(firsts[p], t0))
-                if j < len(pieces) and pieces[j][0] <= lasts[p] and j > owner:
-                    owner = j
-                bounds.append(owner)
+            # each page goes to the piece holding the first turn it draws that this run holds: piece j
+            # starts at the first page beginning after piece j-1's last turn (a page drawing only text
+            # turns is not in the run)
+            starts = [r0] + [bisect.bisect_right(firsts, pieces[j - 1][1], r0, r1) for j in range(1, len(pieces))]
             for j, (a, z) in enumerate(pieces):
-                lo_p = r0 + bisect.bisect_left(bounds, j)
-                hi_p = r0 + bisect.bisect_right(bounds, j)
-                pr = range(lo_p, hi_p)
+                pr = range(starts[j], starts[j + 1] if j + 1 < len(pieces) else r1)
                 seg = Segment("dropped" if k == L else "page", names[k], costs[k] * len(pr),
                               range(a, z + 1), pr, self._reason(k, pr, age))
                 items.append((a, 0, seg))

@@ -45,14 +45,16 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def example_plans(budgets=(2000, 8000, 32000)) -> list[dict]:
-    """Plans for the bundled 200-turn example (or a synthetic one) under several budgets."""
+    """Plans for the bundled 200-turn example under several budgets, with the DeepSeek-OCR prompt
+    template counted, for the default policy (spare budget filled) and strict decay."""
     from importlib import resources
 
-    from optimem.ladders import DEEPSEEK_OCR_V1
+    from optimem.backends import NoModelBackend
     from optimem.records import page_infos, turn_infos
-    from policies import plan
+    from policies import Policy, plan
     from renderers import load_transcript, normalize_text, paginate
 
+    backend = NoModelBackend()
     path = resources.files("optimem").joinpath("data/example_chat.jsonl")
     turns = load_transcript(str(path))[:200]
     layouts = [p for p in paginate(turns) if p.full]
@@ -61,16 +63,19 @@ def example_plans(budgets=(2000, 8000, 32000)) -> list[dict]:
     total_text = sum(r.tokens for r in records)
     rows = []
     for b in budgets:
-        p = plan(records, pages, b, DEEPSEEK_OCR_V1.costs)
-        tiers: dict[str, int] = {}
-        for _, t in p.page_tiers:
-            tiers[t] = tiers.get(t, 0) + 1
-        rows.append({
-            "budget": b, "turns": len(turns), "history_text_tokens": total_text, "tokens_used": p.total_tokens,
-            "text_tokens_represented": p.text_tokens_represented,
-            "ratio_represented_per_token": round(p.text_tokens_represented / max(p.total_tokens, 1), 2),
-            "page_compression": round(p.compression, 2), "pages_by_tier": tiers,
-        })
+        for policy in ("default", "strict"):
+            p = plan(records, pages, b, backend.ladder.costs, Policy(fill_budget=policy == "default"),
+                     overhead=backend.template_overhead)
+            tiers: dict[str, int] = {}
+            for _, t in p.page_tiers:
+                tiers[t] = tiers.get(t, 0) + 1
+            rows.append({
+                "budget": b, "policy": policy, "turns": len(turns), "history_text_tokens": total_text,
+                "tokens_used": p.total_tokens, "template_tokens": p.overhead_tokens,
+                "text_tokens_represented": p.text_tokens_represented,
+                "ratio_represented_per_token": round(p.text_tokens_represented / max(p.total_tokens, 1), 2),
+                "page_compression": round(p.compression, 2), "pages_by_tier": tiers,
+            })
     return rows
 
 
