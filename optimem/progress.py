@@ -15,7 +15,10 @@ rich draws nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -24,11 +27,14 @@ from rich.progress import (
     ProgressColumn,
     SpinnerColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+T = TypeVar("T")
 
 
 class CountColumn(ProgressColumn):
@@ -55,7 +61,8 @@ class RateColumn(ProgressColumn):
         if elapsed <= 0 or not items:
             return Text("")
         unit = task.fields.get("unit", "items")
-        return Text(f"{items / elapsed:,.1f} {unit}/s", style="progress.data.speed")
+        rate = items / elapsed
+        return Text(f"{rate:,.1f} {unit}/s" if rate >= 1 else f"{rate:.2g} {unit}/s", style="progress.data.speed")
 
 
 def progress_bar(*, console: Console | None = None, disable: bool = False, transient: bool = True) -> Progress:
@@ -77,3 +84,38 @@ def progress_bar(*, console: Console | None = None, disable: bool = False, trans
 
 def stderr_console(**kwargs: Any) -> Console:
     return Console(stderr=True, **kwargs)
+
+
+# -- long calls the CLI wraps (benchmarks): a bar that code deep inside can advance ---------------------
+_ACTIVE: ContextVar[tuple[Progress, TaskID] | None] = ContextVar("optimem_progress", default=None)
+
+
+@contextmanager
+def activity(description: str, *, unit: str = "steps", console: Console | None = None) -> Iterator[Progress]:
+    """A bar on stderr for everything inside the block (spinner, elapsed time); code inside reports its
+    units of work through `track`, which turns the spinner into a count, a rate and time left."""
+    with progress_bar(console=console) as bar:
+        task = bar.add_task(description, total=None, unit=unit)
+        token = _ACTIVE.set((bar, task))
+        try:
+            yield bar
+        finally:
+            _ACTIVE.reset(token)
+
+
+def track(items: Iterable[T], *, total: int | None = None, unit: str = "items",
+          description: str | None = None) -> Iterator[T]:
+    """`items`, advancing the enclosing `activity` bar by one per item (a no-op outside one: library
+    callers see nothing). Each call restarts the bar's clock, so the rate is this loop's own."""
+    active = _ACTIVE.get()
+    if active is None:
+        yield from items
+        return
+    bar, task = active
+    fields: dict[str, Any] = {"unit": unit}
+    if description:
+        fields["description"] = description
+    bar.reset(task, total=total, **fields)
+    for item in items:
+        yield item
+        bar.advance(task)

@@ -341,3 +341,24 @@ def test_ask_with_a_model_shows_encode_and_generate_progress(capsys, ingested, t
     err = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err)
     assert "loading" in err and re.search(r"(\d+)/\1 pages", err) and "pages/s" in err
     assert "3/3 tokens" in err and "tokens/s" in err
+
+
+# -- bench -------------------------------------------------------------------------------------------
+def test_bench_shows_progress_on_stderr_and_json_on_stdout(tmp_path):
+    res = run("bench", "plan", "--pages", "200", "--repeats", "1", "--json",
+              env={"TTY_COMPATIBLE": "1", "COLUMNS": "160"}, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["benchmark"] == "plan"
+    assert "bench plan" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_track_counts_inside_an_activity_and_is_silent_outside(capsys, monkeypatch):
+    from optimem.progress import activity, track
+
+    assert list(track(range(3), total=3)) == [0, 1, 2]  # no bar, no output
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    with activity("work"):
+        assert sum(track(range(5), total=5, unit="pages")) == 10
+    err = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", capsys.readouterr().err)
+    assert "5/5 pages" in err and "pages/s" in err

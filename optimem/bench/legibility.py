@@ -21,6 +21,7 @@ import re
 
 from optimem.bench.render import ARABIC_WORDS
 from optimem.ladders import DEEPSEEK_OCR_V1
+from optimem.progress import track
 
 KINDS = ("en", "zh", "hard", "ar", "he", "ja", "ko")
 FONTS = (44, 34, 26, 20, 16, 13)
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> dict:
     else:
         jobs = [(k, f, t) for k in kinds for f in grid.get(k, FONTS) for t in TIERS]
     with get_context("spawn").Pool(max(args.workers, 1)) as pool:
-        rows = list(pool.imap_unordered(_ocr_one, jobs))
+        rows = list(track(pool.imap_unordered(_ocr_one, jobs), total=len(jobs), unit="pages read"))
     rows.sort(key=lambda r: (KINDS.index(r["kind"]), TIERS.index(r["tier"]), -r["font_px"]))
     if args.plot:
         _plot(rows, args.plot, kinds)

@@ -31,6 +31,8 @@ BENCHMARKS: dict[str, str] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from optimem.cli.common import HelpFormatter
+
     sub = parser.add_subparsers(dest="bench", metavar="NAME")
     for name, help_text in BENCHMARKS.items():
         try:
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if exc.name != f"optimem.bench.{name}":
                 raise
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         p.add_argument("--json", action="store_true", help="print the result as one JSON document")
         p.add_argument("--save", metavar="PATH", help="also write the result JSON to PATH")
         module.add_arguments(p)
@@ -52,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
         print("optimem bench: name a benchmark; `optimem bench --help` lists them", file=sys.stderr)
         return 2
     from optimem.bench.common import envelope, print_summary
+    from optimem.progress import activity
 
-    result = envelope(args.bench, module.run(args))
+    # a bar on stderr while it runs: elapsed time, and counts and rates where the benchmark reports its
+    # units of work through optimem.progress.track
+    with activity(f"bench {args.bench}"):
+        raw = module.run(args)
+    result = envelope(args.bench, raw)
     if args.save:
         from pathlib import Path
 
