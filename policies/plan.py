@@ -616,13 +616,17 @@ class Planner:
         L = len(self.ladder.tiers)
         if not pages:
             return "held on the previous segment's page"
-        # the age floor of the segment's newest page, against the tier this call gives it
-        p = pages.stop - 1
-        floor = next((j for j in range(L, 0, -1) if p < age[j]), 0)
-        if k == floor:
-            return "dropped by age" if k == L else "by age"
-        if k > floor:
+
+        def floor(p: int) -> int:  # the age floor of page p (tier index, L = dropped)
+            return next((j for j in range(L, 0, -1) if p < age[j]), 0)
+
+        newest, oldest = floor(pages.stop - 1), floor(pages.start)  # oldest is the coarsest
+        if k > newest:
             return "dropped to fit the budget (this call)" if k == L else "coarsened to fit the budget (this call)"
+        if k == oldest:
+            return "dropped by age" if k == L else "by age"
+        if k == newest:
+            return "by age; older pages sharper than their age: spare budget (this call)"
         return "sharper than its age: spare budget (this call)"
 
 
