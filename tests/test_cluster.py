@@ -126,7 +126,6 @@ def test_failover_kill9_master_async_replication(cluster):
     from optimem.bench.store import failover_trial
 
     r = failover_trial(cluster, durable=0, tag="ta", max_s=20)
-    print(r)
     assert r["promoted_port"] not in (None, r["killed_port"]), r
     assert r["writes_resumed_after_s"] is not None and r["writes_resumed_after_s"] < 15, r
     assert r["duplicates"] == 0, r
@@ -138,7 +137,6 @@ def test_failover_kill9_master_durable_loses_nothing(cluster):
     from optimem.bench.store import failover_trial
 
     r = failover_trial(cluster, durable=1, tag="tb", max_s=20)
-    print(r)
     assert r["writes_resumed_after_s"] is not None and r["writes_resumed_after_s"] < 15, r
     assert r["lost_acknowledged"] == 0 and r["duplicates"] == 0, r
     assert r["acknowledged"] > 50, r
@@ -148,7 +146,6 @@ def test_resharding_under_writes_surfaces_no_error_and_loses_nothing(cluster):
     from optimem.bench.store import reshard_trial
 
     r = reshard_trial(cluster, sessions=6, slots=200)
-    print(r)
     assert r["sessions_now_on_target"], r
     assert r["errors_surfaced"] == 0, r
     assert r["lost_acknowledged"] == 0 and r["duplicates"] == 0, r

@@ -182,9 +182,9 @@ class RedisClusterStore(RedisStore):
         transaction, a refused connection), and every read. A write whose connection broke after it was
         sent is retried only when it is an append whose turns all carry a `key` (the script makes the
         resend a no-op); any other such write raises `StoreError` saying it may have been applied."""
-        if not self._persistence_checked:
+        if not getattr(self, "_persistence_checked", True):
             self._check_persistence()
-        writing = getattr(self._tl_store, "writing", False)
+        writing = getattr(getattr(self, "_tl_store", None), "writing", False)  # set by RedisStore._write
         deadline = time.monotonic() + self.retry_s
         delay = 0.05
         while True:
