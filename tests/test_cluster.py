@@ -23,12 +23,13 @@ def cluster():
 
 
 def test_cluster_url_parsing():
-    o = parse_cluster_url("redis+cluster://u:pw@10.0.0.1:7000,10.0.0.2:7001/?prefix=app&ttl=60&durable=1&wait_ms=500")
-    assert o["seeds"] == [("10.0.0.1", 7000), ("10.0.0.2", 7001)] and o["username"] == "u" and o["password"] == "pw"
+    o = parse_cluster_url("redis+cluster://u:p%40w@10.0.0.1:7000,10.0.0.2:7001/?prefix=app&ttl=60&durable=1&wait_ms=500")
+    assert o["seeds"] == [("10.0.0.1", 7000), ("10.0.0.2", 7001)] and o["username"] == "u" and o["password"] == "p@w"
     assert o["durable"] == 1 and o["wait_ms"] == 500 and "prefix=app" in o["store_query"] and "durable" not in o["store_query"]
     assert parse_cluster_url("rediss+cluster://h:1")["ssl"]
     for bad in ("redis+cluster://h/", "redis+cluster://h:x/", "redis+cluster://h:1/3", "redis+cluster://h:1/?durable=x",
-                "redis+cluster://h:1/?wait_ms=0", "redis+cluster://h:99999/"):
+                "redis+cluster://h:1/?wait_ms=0", "redis+cluster://h:99999/", "redis+cluster://h:1/?retry_s=nan",
+                "redis+cluster://h:1/?timeout=0", "redis://h:1/"):
         with pytest.raises(ConfigError):
             parse_cluster_url(bad)
 

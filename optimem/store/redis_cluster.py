@@ -29,12 +29,13 @@ What differs on a cluster, and lives here:
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import threading
 import time
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, unquote, urlencode, urlparse
 
 from optimem.errors import ConfigError, StoreError
 from optimem.store.base import check_session
@@ -60,8 +61,8 @@ def parse_cluster_url(url: str) -> dict[str, Any]:
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
         username, _, password = userinfo.partition(":")
-        username = username or None
-        password = password or None
+        username = unquote(username) or None
+        password = unquote(password) or None
     seeds = []
     for part in netloc.split(","):
         host, sep, port = part.strip().rpartition(":")
@@ -77,10 +78,13 @@ def parse_cluster_url(url: str) -> dict[str, Any]:
         opts["durable"] = int(query.pop("durable", ["0"])[0])
         opts["wait_ms"] = int(query.pop("wait_ms", ["2000"])[0])
         opts["retry_s"] = float(query.pop("retry_s", ["15"])[0])
+        opts["timeout"] = float(query.get("timeout", ["10"])[-1])  # RedisStore's parameter: left in the query
     except ValueError:
-        raise ConfigError(f"Redis Cluster URL {url!r}: durable and wait_ms are integers, retry_s a number") from None
-    if opts["durable"] < 0 or opts["wait_ms"] <= 0 or opts["retry_s"] < 0:
-        raise ConfigError(f"Redis Cluster URL {url!r}: durable >= 0, wait_ms > 0 and retry_s >= 0")
+        raise ConfigError(f"Redis Cluster URL {url!r}: durable and wait_ms are integers, retry_s and timeout "
+                          "numbers (seconds)") from None
+    if opts["durable"] < 0 or opts["wait_ms"] <= 0 or not 0 <= opts["retry_s"] < math.inf \
+            or not 0 < opts["timeout"] < math.inf:
+        raise ConfigError(f"Redis Cluster URL {url!r}: durable >= 0, wait_ms > 0, retry_s >= 0 and timeout > 0")
     # what is left (prefix, ttl) is RedisStore's to read
     opts["store_query"] = urlencode({k: v[-1] for k, v in query.items()})
     return opts
@@ -151,7 +155,8 @@ class RedisClusterStore(RedisStore):
                     startup_nodes=[ClusterNode(h, p) for h, p in opts["seeds"]],
                     username=opts["username"], password=opts["password"], ssl=opts["ssl"],
                     retry=Retry(NoBackoff(), 0), require_full_coverage=True,
-                    socket_timeout=10, socket_connect_timeout=2, health_check_interval=30)
+                    socket_timeout=opts["timeout"], socket_connect_timeout=min(opts["timeout"], 2),
+                    health_check_interval=30)
             except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
                 raise StoreError(f"cannot reach Redis Cluster at {opts['seeds']}: {exc}") from exc
         elif type(client) is RedisCluster:
