@@ -9,7 +9,15 @@
 Ingest: text and Markdown go through `renderers.render_document`; PDF pages are rasterised directly by
 pdfium at the 1280 px master size (the document's own typesetting), and the PDF's text layer is kept
 beside each page (a page without one is still ingested, flagged `has_text: false`). Pages stream one
-at a time (bounded memory) and each is stored as it is made, so re-running skips pages already there.
+at a time (bounded memory) and are stored in small batches as they are made.
+
+Documents are records (`Store.put_doc`): a document id (the file name unless given), its content hash
+and the page ranges it owns. Each batch takes fresh page indices from the store (`allocate_pages`, so
+two ingests into one session never write the same page) and is written together with the record
+that lists it as *pending*; re-running an interrupted ingest resumes after the last batch. When the
+document is complete, one transaction makes the new pages the document's and deletes the pages of
+its previous version, so re-ingesting an edited document replaces it and questions never see both.
+`forget(doc_id)` deletes a document (record, pages, cached vision tokens); `forget()` the session.
 
 Ask: BM25 (`bm25s`, `optimem.search`: built once per set of pages and kept in the store) over the
 kept page texts picks the top-k pages; the policies then choose tiers so
@@ -20,8 +28,10 @@ DeepSeek-OCR prompt and the answer cites them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +46,12 @@ from optimem.store import Store, StoredPage, open_store
 
 log = logging.getLogger(__name__)
 MASTER = 1280
+INGEST_BATCH = 8  # pages per store write (and per page-range allocation) while ingesting
+
+
+def default_doc_id(path: Path) -> str:
+    """A document id from a file name: characters outside A-Z a-z 0-9 . _ - become `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:128] or "document"
 
 
 @dataclass
@@ -46,6 +62,8 @@ class IngestReport:
     new_pages: int
     pages_without_text: int
     seconds: float
+    doc_id: str = ""
+    replaced_pages: int = 0
 
 
 @dataclass
@@ -74,8 +92,13 @@ class DocumentMemory:
         self._page_index: PageIndex | None = None
 
     # -- ingest -------------------------------------------------------------------------------------
-    def ingest(self, path: str | Path, *, progress: bool = False) -> IngestReport:
+    def ingest(self, path: str | Path, *, progress: bool = False, doc_id: str | None = None) -> IngestReport:
+        """Store a document's pages under `doc_id` (default: the file name, characters outside
+        A-Z a-z 0-9 . _ - replaced by `_`). The same content again is a no-op; changed content replaces
+        the document's pages once the new version is complete; an interrupted ingest resumes."""
         import time
+
+        from optimem.store.base import check_doc_id, doc_pages
 
         path = Path(path)
         try:
@@ -85,13 +108,34 @@ class DocumentMemory:
         if not data.strip():
             raise InputError(f"{path} is empty: nothing to ingest")
         doc_hash = hashlib.sha256(data).hexdigest()[:16]
-        meta = self.store.get_meta(self.session)
-        docs = meta.setdefault("docs", {})
-        first = docs.get(doc_hash, {}).get("first_page", self.store.count_pages(self.session))
-        done = {p.meta.get("page") for p in self.store.get_pages(self.session, with_png=False) if p.meta.get("doc") == doc_hash}
+        doc_id = check_doc_id(doc_id if doc_id is not None else default_doc_id(path))
         t0 = time.perf_counter()
-        total = new = no_text = 0
+        rec = self.store.get_docs(self.session).get(doc_id) or self._legacy_record(doc_hash, path.name)
+        if rec is not None and rec.get("sha") == doc_hash and not rec.get("pending"):
+            return IngestReport(str(path), doc_hash, int(rec.get("pages", 0)), 0, int(rec.get("pages_without_text", 0)),
+                                round(time.perf_counter() - t0, 3), doc_id)
+        base = {k: v for k, v in (rec or {}).items() if k != "pending"}
+        base.setdefault("ranges", [])
+        pending = (rec or {}).get("pending") or {}
+        stale: list[int] = []
+        if pending.get("sha") != doc_hash:  # an unfinished ingest of another version: its pages go
+            stale = doc_pages({"ranges": pending.get("ranges") or []})
+            pending = {"sha": doc_hash, "source": path.name, "ranges": [], "done": 0, "pages_without_text": 0}
+        total = new = 0
+        batch: list[StoredPage] = []
+
+        def flush() -> None:
+            nonlocal pending, new
+            first = self.store.allocate_pages(self.session, len(batch))
+            stored = [dataclasses.replace(p, index=first + j) for j, p in enumerate(batch)]
+            pending = {**pending, "ranges": [*pending["ranges"], [first, len(stored)]], "done": pending["done"] + len(stored),
+                       "pages_without_text": pending["pages_without_text"] + sum(not p.meta["has_text"] for p in stored)}
+            self.store.put_doc(self.session, doc_id, {**base, "pending": pending}, pages=stored)
+            new += len(stored)
+            batch.clear()
+
         from optimem.progress import progress_bar
+        from renderers.tokens import count_tokens
 
         # pages with a count and a rate; a PDF's page count is known once it is open, a text's is not
         with progress_bar(disable=not progress) as bar:
@@ -100,21 +144,61 @@ class DocumentMemory:
                           if path.suffix.lower() == ".pdf" else self._text_pages(path, data))
             for i, (png, text, content_hash, label) in enumerate(pages_iter):
                 total += 1
-                no_text += 0 if text.strip() else 1
                 bar.update(task, advance=1)
-                if i in done:
-                    continue
-                from renderers.tokens import count_tokens
-
-                page_meta = {"doc": doc_hash, "page": i, "source": path.name, "has_text": bool(text.strip())}
+                if i < pending["done"]:
+                    continue  # stored by the interrupted run this one resumes
+                page_meta = {"doc": doc_hash, "doc_id": doc_id, "page": i, "source": path.name,
+                             "has_text": bool(text.strip())}
                 if label:
                     page_meta["label"] = label  # the page number printed on it (PDF page labels: "iv", "A-3")
-                page = StoredPage(first + i, [{"turn": 0, "start": 0, "end": 0, "continued": False, "continues": False}],
-                                  text, count_tokens(text), content_hash, png=png, meta=page_meta)
-                docs[doc_hash] = {"source": path.name, "first_page": first, "pages": i + 1}
-                self.store.put_pages(self.session, [page], meta=meta)
-                new += 1
-        return IngestReport(str(path), doc_hash, total, new, no_text, round(time.perf_counter() - t0, 3))
+                batch.append(StoredPage(0, [{"turn": 0, "start": 0, "end": 0, "continued": False, "continues": False}],
+                                        text, count_tokens(text), content_hash, png=png, meta=page_meta))
+                if len(batch) >= INGEST_BATCH:
+                    flush()
+            if batch:
+                flush()
+        old = doc_pages({"ranges": base["ranges"]}) + stale
+        before = self._visible_digest()
+        final = {**base, "sha": doc_hash, "source": path.name, "ranges": pending["ranges"], "pages": total,
+                 "pages_without_text": pending["pages_without_text"]}
+        self.store.put_doc(self.session, doc_id, final, drop_pages=old)  # the swap: one transaction
+        if old and before is not None:
+            self.store.delete_cache(self.session, f"bm25|{before}")  # the index still holding the old text
+        return IngestReport(str(path), doc_hash, total, new, pending["pages_without_text"],
+                            round(time.perf_counter() - t0, 3), doc_id, len(old))
+
+    def _legacy_record(self, doc_hash: str, source: str) -> dict[str, Any] | None:
+        """A document ingested before documents were records (listed in the session metadata)."""
+        entry = (self.store.get_meta(self.session).get("docs") or {}).get(doc_hash)
+        if not isinstance(entry, dict) or not isinstance(entry.get("first_page"), int):
+            return None
+        return {"sha": doc_hash, "source": entry.get("source", source), "ranges": [[entry["first_page"], entry.get("pages", 0)]],
+                "pages": entry.get("pages", 0), "pending": {"sha": doc_hash, "source": source, "done": 0,
+                                                            "ranges": [], "pages_without_text": 0}}
+
+    def documents(self) -> dict[str, dict[str, Any]]:
+        """The session's documents: id -> record (source, content hash, page ranges, page count)."""
+        return self.store.get_docs(self.session)
+
+    def forget(self, doc_id: str | None = None) -> bool:
+        """Delete one document (its record, pages and cached vision tokens), or with no id the whole
+        session (every document, page, cache entry and the metadata). False if there was no such document."""
+        before = self._visible_digest()
+        if doc_id is None:
+            self.store.delete_session(self.session)
+            gone = True
+        else:
+            gone = self.store.delete_doc(self.session, doc_id)
+            if gone and before is not None:
+                self.store.delete_cache(self.session, f"bm25|{before}")
+        self._page_index = None
+        return gone
+
+    def _visible_digest(self) -> str | None:
+        from optimem.search import pages_digest
+
+        pages = self._visible_pages()
+        return pages_digest(pages) if pages else None
 
     def _text_pages(self, path: Path, data: bytes):
         from renderers import DOCUMENT_ROLE, Turn, iter_pages
@@ -129,7 +213,7 @@ class DocumentMemory:
     def _pdf_pages(self, path: Path, data: bytes, on_open=None):
         import pypdfium2 as pdfium
 
-        from renderers import png_bytes
+        from renderers.records import pixels_hash, png_bytes
 
         try:
             pdf = pdfium.PdfDocument(data)
@@ -146,7 +230,7 @@ class DocumentMemory:
                 image = page.render(scale=MASTER / max(w, h)).to_pil().convert("L")
                 text = page.get_textpage().get_text_range()
                 png = png_bytes(image)
-                yield png, text, hashlib.sha256(png).hexdigest(), pdf.get_page_label(i) or None
+                yield png, text, pixels_hash(image), pdf.get_page_label(i) or None
                 page.close()
         finally:
             pdf.close()
@@ -170,8 +254,18 @@ class DocumentMemory:
         self._page_index = index
         return index
 
+    def _visible_pages(self) -> list[StoredPage]:
+        """The pages questions see: those of complete documents, and pages from before documents were
+        records. Pages of an unfinished (re-)ingest stay out until it completes."""
+        from optimem.store.base import doc_pages
+
+        docs = self.store.get_docs(self.session)
+        owned = {i for rec in docs.values() for i in doc_pages({"ranges": rec.get("ranges") or []})}
+        return [p for p in self.store.get_pages(self.session, with_png=False)
+                if p.index in owned or "doc_id" not in p.meta]
+
     def _pages(self) -> list[StoredPage]:
-        pages = self.store.get_pages(self.session, with_png=False)
+        pages = self._visible_pages()
         if not pages:
             raise InputError(f"session {self.session!r} has no ingested pages: run ingest first")
         return pages

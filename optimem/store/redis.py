@@ -578,21 +578,28 @@ class RedisStore:
         return Snapshot(json.loads(meta) if meta else {}, int(nt), int(np_), turn_list, out_pages, out_floors, pinned)
 
     # -- documents --------------------------------------------------------------------------------
-    def put_doc(self, session: str, doc_id: str, record: dict[str, Any], *, drop_pages: Sequence[int] = ()) -> None:
-        """Write a document record and, in the same transaction, delete the pages it replaces."""
+    def put_doc(self, session: str, doc_id: str, record: dict[str, Any], *, drop_pages: Sequence[int] = (),
+                pages: Sequence[StoredPage] = ()) -> None:
+        """Write a document record and, in the same transaction, its new `pages` (at their indices,
+        from `allocate_pages`) and the deletion of the pages it replaces (`drop_pages`)."""
         keys = self._keys(session)
         check_doc_id(doc_id)
         doc_pages(record)
         text = dump_json(record, f"document {doc_id} record")
+        recs = [(p, self._page_record(p)) for p in pages]
 
         def body(pipe) -> None:
             queue = self._queue_drop(pipe, keys, list(drop_pages))
+            n = self._next_page_in(pipe, keys)
             pipe.multi()
             queue()
+            self._queue_pages(pipe, keys, recs)
+            if recs:
+                pipe.set(keys["npages"], max(n, max(p.index for p, _ in recs) + 1))
             pipe.hset(keys["docs"], doc_id, text)
             pipe.set(keys["meta"], "{}", nx=True)
 
-        self._transact(keys, [keys["docs"], keys["pages"], keys["cache"]], body)
+        self._transact(keys, [keys["docs"], keys["pages"], keys["cache"], keys["npages"]], body)
 
     def get_docs(self, session: str) -> dict[str, dict[str, Any]]:
         keys = self._keys(session)

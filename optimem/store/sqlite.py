@@ -433,16 +433,22 @@ class SQLiteStore:
         return self._read_tx(op)
 
     # -- documents ----------------------------------------------------------------------------------
-    def put_doc(self, session: str, doc_id: str, record: dict[str, Any], *, drop_pages: Sequence[int] = ()) -> None:
-        """Write a document record and, in the same transaction, delete the pages it replaces."""
+    def put_doc(self, session: str, doc_id: str, record: dict[str, Any], *, drop_pages: Sequence[int] = (),
+                pages: Sequence[StoredPage] = ()) -> None:
+        """Write a document record and, in the same transaction, its new `pages` (at their indices,
+        from `allocate_pages`) and the deletion of the pages it replaces (`drop_pages`)."""
         check_session(session)
         check_doc_id(doc_id)
         doc_pages(record)
         text = dump_json(record, f"document {doc_id} record")
+        rows = self._page_rows(session, list(pages))
 
         def op(conn: sqlite3.Connection) -> None:
             self._ensure_session(conn, session)
             self._drop_pages(conn, session, list(drop_pages))
+            conn.executemany(_PAGE_UPSERT, rows)
+            if rows:
+                self._set_next_page(conn, session, max(self._next_page(conn, session), max(r[1] for r in rows) + 1))
             conn.execute("INSERT OR REPLACE INTO docs (session, id, record) VALUES (?, ?, ?)", (session, doc_id, text))
 
         self._write(op)
