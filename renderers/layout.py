@@ -9,8 +9,9 @@ breaking and spans stay on the logical text. Han characters take the regional CJ
 paragraph (kana: Japanese, Hangul: Korean, else the turn's `lang` metadata or Traditional/Simplified
 by its characters; `text.paragraph_face`).
 
-Each turn starts with a bold role header (`User:`, `Assistant:`, ...) under a rule; a turn that runs
-past the end of a page continues on the next under `User (continued):`.
+Each turn starts with a bold header, its speaker's name (`Caroline:`) or else its role (`User:`,
+`Assistant:`, ...), under a rule; a turn that runs past the end of a page continues on the next under
+`User (continued):`.
 
 Pagination is greedy and restartable: rendering from a page's first (turn, offset) gives exactly the
 pages that rendering everything gives from there on, which is what lets the memory re-render only its
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from renderers.fonts import Style, load_styles
-from renderers.records import DOCUMENT_ROLE, Page, RenderError, RenderSettings, Span, Turn
+from renderers.records import DOCUMENT_ROLE, Page, RenderError, RenderSettings, Span, Turn, normalize_name
 from renderers.shaping import COMPLEX, line_ink, paragraph_is_rtl
 from renderers.text import _UNIT, CJK_RUN, CLOSING, OPENING, normalize_text, paragraph_face, turn_face
 
@@ -288,8 +289,9 @@ class Paginator:
         return pair
 
     # -- layout ---------------------------------------------------------------------------------
-    def _header(self, turn_index: int, role: str, continued: bool, at: int) -> Line:
-        label = _LABEL.get(role, role[:1].upper() + role[1:])
+    def _header(self, turn_index: int, role: str, continued: bool, at: int, name: str | None = None) -> Line:
+        # a speaker's name says more than the role in a conversation between people ("Caroline:")
+        label = normalize_name(name) or _LABEL.get(role, role[:1].upper() + role[1:])
         return Line("header", f"{label} (continued):" if continued else f"{label}:", 0, turn_index, at, at)
 
     def iter_page_lines(
@@ -314,7 +316,7 @@ class Paginator:
                 yield page, True, contents
                 page, contents = [], {ti: content}
             if has_header:
-                page.append(self._header(ti, turn.role, begin > 0, begin))
+                page.append(self._header(ti, turn.role, begin > 0, begin, turn.name))
             elif not content:
                 page.append(Line("body", "", 0, ti, 0, 0))  # an empty document still gets a page
             turn_cjk = turn_face(content, turn.metadata) if CJK_RUN.search(content) else (None, None)
@@ -323,7 +325,7 @@ class Paginator:
                     yield page, True, contents
                     page, contents = [], {ti: content}
                     if has_header:
-                        page.append(self._header(ti, turn.role, True, line.start))
+                        page.append(self._header(ti, turn.role, True, line.start, turn.name))
                 page.append(line)
         if page:
             yield page, False, contents

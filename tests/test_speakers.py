@@ -1,0 +1,38 @@
+"""Speaker names: a turn's optional name is drawn in its header instead of the role."""
+
+from __future__ import annotations
+
+import pytest
+
+from renderers import RenderSettings, Turn, paginate, render_transcript
+from renderers.records import RenderError
+
+SMALL = RenderSettings(page_px=320, font_px=14, margin_px=8)
+
+
+def test_the_header_says_who_spoke():
+    turns = [{"role": "user", "content": "I adopted a puppy.", "name": "Caroline"},
+             {"role": "assistant", "content": "What is its name?", "name": "  Melanie \n Ortiz "},
+             {"role": "user", "content": "Biscuit."}]
+    page = render_transcript(turns, SMALL)[0]
+    lines = page.text.split("\n")
+    assert "Caroline:" in lines and "Melanie Ortiz:" in lines and "User:" in lines
+    assert "User:" not in lines[0]
+    unnamed = render_transcript([{**t, "name": None} for t in turns], SMALL)[0]
+    assert unnamed.content_hash != page.content_hash and "Caroline:" not in unnamed.text
+
+
+def test_a_named_turn_that_runs_on_says_so_on_the_next_page():
+    layouts = paginate([Turn("user", "word " * 400, name="Caroline")], SMALL)
+    assert len(layouts) > 1
+    assert layouts[1].text.split("\n")[0] == "Caroline (continued):"
+
+
+def test_names_are_checked_and_kept_to_one_short_line():
+    with pytest.raises(RenderError, match="name"):
+        render_transcript([{"role": "user", "content": "x", "name": 5}], SMALL)
+    long = "A" * 100
+    text = render_transcript([{"role": "user", "content": "x", "name": long}], SMALL)[0].text
+    header = text.split("\n")[0]
+    assert header.endswith("\u2026:") and len(header) <= 41
+    assert render_transcript([{"role": "user", "content": "x", "name": "   "}], SMALL)[0].text.startswith("User:")
