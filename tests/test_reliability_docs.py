@@ -115,3 +115,23 @@ def test_forget_a_document_and_the_session(url, tmp_path):
     assert dm.store.get_pages("s") == [] and dm.documents() == {} and "s" not in dm.store.list_sessions()
     with pytest.raises(InputError):
         dm.ingest(tmp_path / "x.md", doc_id="bad id!")
+
+
+def test_cli_forget(tmp_path, capsys):
+    import json
+
+    from optimem.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    dm = DocumentMemory("s", url)
+    dm.ingest(_doc(tmp_path, "one.md", "sierra", 1))
+    dm.ingest(_doc(tmp_path, "two.md", "tango", 1))
+    assert main(["forget", "--store", url, "--session", "s", "--doc", "nope"]) == 2
+    assert "no document 'nope'" in capsys.readouterr().err
+    assert main(["forget", "--store", url, "--session", "s", "--doc", "one.md", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["deleted"] == "document" and list(dm.documents()) == ["two.md"]
+    assert main(["forget", "--store", url, "--session", "s", "--json"]) == 0
+    capsys.readouterr()
+    assert dm.store.list_sessions() == []
+    assert main(["forget", "--store", url, "--session", "s"]) == 2  # gone: an error, nothing created

@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("optimem.cli.ingest", "store a long document (text, Markdown, PDF) as pages"),
     "ask": ("optimem.cli.ask", "ask a question over an ingested document"),
     "stats": ("optimem.cli.stats", "what a store holds: sessions, turns, pages, tiers, cache"),
+    "forget": ("optimem.cli.forget", "delete a document, or a whole session, from a store"),
     "bench": ("optimem.cli.bench", "run a benchmark (render, legibility, plan, encode, memory, e2e, ...)"),
 }
 
