@@ -36,8 +36,8 @@ from optimem.pages import PageEncoder, PageViews, VisionCache
 from optimem.records import page_infos, stored_turn_infos
 from optimem.store import Store, StoredPage, check_session, open_store
 from policies import Plan, Planner, Policy
-from renderers import RenderSettings, Turn, iter_pages
-from renderers.records import normalize_role
+from renderers import Paginator, RenderSettings, Turn, iter_pages
+from renderers.records import normalize_name, normalize_role
 
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")
@@ -84,20 +84,20 @@ class OpticalMemory:
 
     # -- writing ------------------------------------------------------------------------------------
     def add(self, role: str, content: str, metadata: Mapping[str, Any] | None = None, *, pinned: bool = False,
-            key: str | None = None) -> int:
+            key: str | None = None, name: str | None = None) -> int:
         """Append one turn; returns its id. Fast: a store append, nothing else.
 
         `key` (optional, unique per session) makes the append idempotent: if a call fails with a
         `StoreError` saying it may have been applied, calling again with the same key returns the
-        first id instead of storing the turn twice."""
+        first id instead of storing the turn twice. `name`: who spoke, drawn in the page header."""
         return self.add_many([{"role": role, "content": content, "metadata": metadata, "pinned": pinned,
-                               "key": key}])[0]
+                               "key": key, "name": name}])[0]
 
     def add_many(self, turns: Iterable[Mapping[str, Any] | Turn]) -> list[int]:
         rows = []
         for i, t in enumerate(turns):
             if isinstance(t, Turn):
-                t = {"role": t.role, "content": t.content, "metadata": dict(t.metadata)}
+                t = {"role": t.role, "content": t.content, "metadata": dict(t.metadata), "name": t.name}
             role, content = t.get("role"), t.get("content")
             try:  # the renderer's one role table: human -> user, ai -> assistant, ... (as render and plan do)
                 role = normalize_role(role, i)
@@ -112,6 +112,12 @@ class OpticalMemory:
             meta = t.get("metadata") or {}
             if not isinstance(meta, Mapping):
                 raise InputError(f"turn {i}: metadata must be a mapping")
+            try:  # a speaker's name travels in the metadata, so the store keeps its schema
+                name = normalize_name(t.get("name"), i)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+            if name:
+                meta = {**meta, "name": name}
             rows.append({"role": role, "content": content, "metadata": dict(meta), "pinned": bool(t.get("pinned")),
                          "created": time.time(), "key": t.get("key")})
         if not rows:
@@ -161,8 +167,12 @@ class OpticalMemory:
             if meta.get("render") is None and head.turn_count:
                 self.store.update_meta(self.session, {"render": render})
             return True, 0
-        turns = [Turn(t.role, t.content) for t in self.store.get_turns(self.session, t0)]
+        turns = [Turn(t.role, t.content, name=t.metadata.get("name")) for t in self.store.get_turns(self.session, t0)]
         self._synced_turns = t0 + len(turns)
+        if not self._open_page_filled(turns, c0):  # most turns: lay the open page out, draw nothing
+            if meta.get("render") is None:
+                self.store.update_meta(self.session, {"render": render})
+            return True, 0
         sealed = 0
         batch: list[Any] = []
         held = None  # the last full page: sealed once the next page shows where the open page starts
@@ -195,6 +205,12 @@ class OpticalMemory:
             self.store.update_meta(self.session, {"render": render})
         return True, sealed
 
+    def _open_page_filled(self, turns: list[Turn], c0: int) -> bool:
+        """Whether the open page (from char `c0` of `turns[0]`) has filled up, from its layout alone."""
+        for _lines, full, _contents in Paginator(self.render).iter_page_lines(turns, (0, c0)):
+            return full
+        return False
+
     def _seal(self, pages: list[Any], t0: int, expect: int, open_at: list[int], render: dict[str, Any]) -> bool:
         records = [
             StoredPage(
@@ -212,6 +228,8 @@ class OpticalMemory:
         ok = self.store.seal_pages(self.session, records, expect=expect,
                                    meta={"open": open_at, "pages": expect + len(records), "render": render})
         if ok:
+            for p in pages[-self.views.max_masters:]:  # the newest pages are the next to be shown
+                self.views.remember(p.content_hash, p.image)
             log.debug("session %s: sealed pages %d-%d", self.session, expect, expect + len(records) - 1)
         return ok
 
@@ -234,6 +252,7 @@ class OpticalMemory:
                 self._planned_turns = self._planned_pages = 0
                 self._floors = {}
                 self._pinned: frozenset[int] = frozenset()
+                self._page_refs: dict[int, tuple[range, int, str]] = {}  # sealed pages: turns, tokens, hash
             planner = self._planner
             snap = self.store.snapshot(self.session, turns_from=self._planned_turns, pages_from=self._planned_pages)
             if snap.pinned != self._pinned and (self._planned_turns or self._pinned):
@@ -251,6 +270,8 @@ class OpticalMemory:
                 floors = [self._floor_on_ladder(p.floor) for p in new_pages]
                 planner.extend(pages=page_infos(new_pages, floors=floors))
                 self._floors.update((p.index, f) for p, f in zip(new_pages, floors))
+                self._page_refs.update((p.index, (range(p.spans[0]["turn"], p.spans[-1]["turn"] + 1), p.text_tokens,
+                                                  p.content_hash)) for p in new_pages)
                 self._planned_pages += len(new_pages)
             # floors another writer let fade since this planner read them (the store only coarsens them)
             faded = {i: f for i, f in ((i, self._floor_on_ladder(f)) for i, f in snap.floors.items())
@@ -297,8 +318,7 @@ class OpticalMemory:
         backend) and raw-text turns, oldest first, fitting `budget` tokens."""
         plan = self.plan(budget, reserve=reserve)
         items: list[ContextPage | ContextTurn] = []
-        page_ids = [p for s in plan.segments if s.kind == "page" for p in s.pages]
-        stored = {p.index: p for p in self._pages_by_index(page_ids)}
+        refs = self._page_refs  # sealed pages never change: what the planner read is all a page needs
         text_ids = [t for s in plan.segments if s.kind == "text" for t in s.turns]
         turns = {t.id: t for t in self._turns_by_id(text_ids)}
         planner = self._planner
@@ -306,10 +326,9 @@ class OpticalMemory:
         for s in plan.segments:
             if s.kind == "page":
                 for p in s.pages:
-                    sp = stored[p]
-                    items.append(ContextPage(p, s.tier or "", range(sp.spans[0]["turn"], sp.spans[-1]["turn"] + 1),
-                                             self.backend.placeholder_count(s.tier or ""), sp.text_tokens,
-                                             sp.content_hash, self.views))
+                    turns_on_page, text_tokens, content_hash = refs[p]
+                    items.append(ContextPage(p, s.tier or "", turns_on_page, self.backend.placeholder_count(s.tier or ""),
+                                             text_tokens, content_hash, self.views))
             elif s.kind == "text":
                 for t in s.turns:
                     st = turns[t]
@@ -318,11 +337,6 @@ class OpticalMemory:
         if self.backend.has_model if encode is None else encode:
             self.encode_pages(ctx.pages)
         return ctx
-
-    def _pages_by_index(self, indices: list[int]) -> list[StoredPage]:
-        if not indices:
-            return []
-        return self.store.get_pages(self.session, min(indices), max(indices) + 1, with_png=False)
 
     def _turns_by_id(self, ids: list[int]):
         if not ids:

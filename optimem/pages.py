@@ -54,11 +54,16 @@ class PageViews:
                  max_masters: int = 4) -> None:
         self.ladder = ladder
         self._load_png = load_png
+        self.max_masters = max_masters
         self._views = _LRU(max_views)  # (content hash, tier) -> image
         self._masters = _LRU(max_masters)  # content hash -> decoded master
 
     def png(self, index: int) -> bytes:
         return self._load_png(index)
+
+    def remember(self, content_hash: str, master) -> None:
+        """A master just drawn (a page being sealed): its first views need no PNG read and decode."""
+        self._masters.put(content_hash, master)
 
     def master(self, index: int, content_hash: str):
         image = self._masters.get_fresh(content_hash)
