@@ -36,3 +36,19 @@ def test_names_are_checked_and_kept_to_one_short_line():
     header = text.split("\n")[0]
     assert header.endswith("\u2026:") and len(header) <= 41
     assert render_transcript([{"role": "user", "content": "x", "name": "   "}], SMALL)[0].text.startswith("User:")
+
+
+def test_memory_keeps_names_and_draws_them(tmp_path):
+    from optimem.errors import InputError
+    from optimem.memory import OpticalMemory
+
+    mem = OpticalMemory("s", f"sqlite:///{tmp_path / 'm.db'}", render=SMALL)
+    mem.add("user", "I adopted a puppy called Biscuit. " * 20, name="Caroline")
+    mem.add_many([{"role": "assistant", "content": "Lovely! " * 40, "name": "Melanie"},
+                  Turn("user", "More news soon. " * 40, name="Caroline")])
+    assert [t.metadata.get("name") for t in mem.turns()] == ["Caroline", "Melanie", "Caroline"]
+    mem.sync()
+    texts = [p.text for p in mem.store.get_pages("s", with_png=False)]
+    assert texts and texts[0].startswith("Caroline:") and any("Melanie:" in t for t in texts)
+    with pytest.raises(InputError, match="name"):
+        mem.add("user", "x", name=["not", "a", "name"])  # type: ignore[arg-type]
