@@ -7,10 +7,12 @@
   turns/s and `context()` p50/p99, and per phase the CPU seconds per second spent by the clients and
   by the redis-servers, which says what limits the figure (clients and servers share this machine's
   cores, and so does whatever else runs on it: see the load average).
-- Failover: writers append to sessions of every master; one master is killed with SIGKILL; its
-  replica is promoted after `cluster-node-timeout`. Reported: acknowledged appends lost, duplicates,
-  errors the callers saw, and the time until the killed master's sessions took writes again; once
-  with asynchronous replication and once with `durable=1` (`WAIT` for one replica).
+- Failover: writers append to sessions of every master (most with turn keys, retrying a failed
+  append with its key; one on the killed master and one elsewhere without keys, moving on after an
+  error); one master is killed with SIGKILL; its replica is promoted after `cluster-node-timeout`.
+  Reported: acknowledged appends lost, duplicates, errors the callers saw, and the time until the
+  killed master's sessions took writes again; once with asynchronous replication and once with
+  `durable=1` (`WAIT` for one replica).
 - Resharding: writers append, write pages and read while `redis-cli --cluster reshard` moves the
   slots of their sessions to another master. Reported: errors the callers saw, appends lost.
 
@@ -177,11 +179,13 @@ def load(url: str, server_pids: list[int], *, writers: int, sessions_per_writer:
 
 # -- failure trials -----------------------------------------------------------------------------------
 class _Writers:
-    """Threads appending numbered turns (content and key `w:i`) to one session each. A failed append is
-    retried with the same key until it is acknowledged, as a careful client would; the key makes a
-    retry of an append that did land a no-op, so a duplicate means the store broke its promise."""
+    """Threads appending numbered turns (content `w:i`) to one session each. A keyed writer (key `w:i`)
+    retries a failed append with the same key until it is acknowledged, as a careful client would: the
+    key makes the retry of an append that did land a no-op. An unkeyed writer (`unkeyed`: the indices
+    of those) moves on after an error, since the append may have been applied. Either way a duplicate
+    means the store resent a write on its own."""
 
-    def __init__(self, url: str, sessions: list[str], pages_every: int = 0) -> None:
+    def __init__(self, url: str, sessions: list[str], pages_every: int = 0, unkeyed: frozenset[int] = frozenset()) -> None:
         from optimem.store import open_store
 
         self.sessions = sessions
@@ -193,6 +197,7 @@ class _Writers:
         self.pages_every = pages_every
         self.threads = [threading.Thread(target=self._run, args=(w,), daemon=True) for w in range(len(sessions))]
         self.ops = 0
+        self.unkeyed = unkeyed
 
     def _run(self, w: int) -> None:
         from optimem.errors import StoreError
@@ -201,7 +206,10 @@ class _Writers:
         st, s, i = self.stores[w], self.sessions[w], 0
         while not self.stop.is_set():
             try:
-                st.append_turns(s, [{"role": "user", "content": f"{w}:{i}", "key": f"{w}:{i}"}])
+                turn = {"role": "user", "content": f"{w}:{i}"}
+                if w not in self.unkeyed:
+                    turn["key"] = f"{w}:{i}"
+                st.append_turns(s, [turn])
                 self.acked[w].add(i)
                 self.last_ok[w] = time.monotonic()
                 if self.pages_every and i % self.pages_every == 0:
@@ -211,8 +219,10 @@ class _Writers:
                 self.ops += 1
                 i += 1
             except StoreError as exc:
-                self.errors.append(f"{s}: {exc}")
+                self.errors.append(f"{s}{' (unkeyed)' if w in self.unkeyed else ''}: {exc}")
                 time.sleep(0.05)
+                if w in self.unkeyed:
+                    i += 1
 
     def start(self) -> "_Writers":
         for t in self.threads:
@@ -238,7 +248,9 @@ class _Writers:
         for x in self.stores + [st]:
             x.close()
         return {"acknowledged": acked, "lost_acknowledged": lost, "duplicates": dups,
-                "errors_surfaced": len(self.errors), "error_examples": sorted({e[:300] for e in self.errors})[:3]}
+                "errors_surfaced": len(self.errors),
+                "errors_surfaced_unkeyed": sum("(unkeyed)" in e for e in self.errors),
+                "error_examples": sorted({e[:300] for e in self.errors})[:3]}
 
 
 def failover_trial(cluster, *, durable: int = 0, victim_sessions: int = 3, other_sessions: int = 3,
@@ -253,7 +265,8 @@ def failover_trial(cluster, *, durable: int = 0, victim_sessions: int = 3, other
     victim = cluster.masters()[0]
     sessions = _sessions_on(cluster, prefix, victim, victim_sessions, other_sessions, "s")
     slot = _slot_of(sessions[0], prefix)
-    writers = _Writers(url, sessions).start()
+    unkeyed = frozenset({victim_sessions - 1, len(sessions) - 1})
+    writers = _Writers(url, sessions, unkeyed=unkeyed).start()
     time.sleep(before_s)
     acked_before = sum(len(a) for a in writers.acked)
     cluster.node(victim).kill()
@@ -282,7 +295,8 @@ def failover_trial(cluster, *, durable: int = 0, victim_sessions: int = 3, other
     cluster.wait_healthy(30)
     return {"durable": durable, "node_timeout_ms": cluster.nodes[0].node_timeout_ms, "killed_port": victim,
             "promoted_port": promoted, "sessions_on_killed_master": victim_sessions,
-            "sessions_elsewhere": other_sessions, "acknowledged_before_kill": acked_before,
+            "sessions_elsewhere": other_sessions, "unkeyed_writers": len(unkeyed),
+            "acknowledged_before_kill": acked_before,
             "replica_promoted_after_s": round(promoted_after, 2) if promoted_after is not None else None,
             "writes_resumed_after_s": round(resumed_after, 2) if resumed_after is not None else None, **out}
 
