@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from optimem.errors import InputError
+    from optimem.backends import DEEPSEEK_TEMPLATE_OVERHEAD
     from optimem.ladders import DEEPSEEK_OCR_V1
     from optimem.records import page_infos, turn_infos
     from optimem.progress import progress_bar
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     records = turn_infos(texts[: len(turns)], tokens=tokens[: len(turns)])
     counted = [SimpleNamespace(index=p.index, spans=p.spans, text=p.text, text_tokens=n)  # counted above, once
                for p, n in zip(sealed, tokens[len(turns):])]
-    result = plan(records, page_infos(counted), args.budget, DEEPSEEK_OCR_V1.costs, policy)
+    result = plan(records, page_infos(counted), args.budget, DEEPSEEK_OCR_V1.costs, policy,
+                  overhead=DEEPSEEK_TEMPLATE_OVERHEAD)  # the native prompt's template counts too
     if args.json:
         json.dump(result.to_json(), sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
