@@ -232,6 +232,47 @@ def read_dir(src: str, dst: str, workers: int, tesseract: str = "tesseract") -> 
     return len(manifest)
 
 
+_HEADER = re.compile(r"^(User|Assistant|System|Tool)( \(continued\))?:$")
+
+
+def turn_text_accuracy(ocr: str, page_text: str) -> tuple[float, float]:
+    """(accuracy over the turns' text, share of the page's characters in headers): the reading is
+    aligned with the whole page (Levenshtein opcodes, whitespace collapsed) and only edits landing on
+    turn text count, so a header and its rule read as garbage do not count against the turns."""
+    from rapidfuzz.distance import Levenshtein
+
+    truth, header = [], []
+    for line in page_text.split("\n"):
+        line = _norm(line)
+        if not line:
+            continue
+        if truth:
+            truth.append(" ")
+            header.append(False)
+        is_header = bool(_HEADER.match(line))
+        truth.extend(line)
+        header.extend([is_header] * len(line))
+    b = "".join(truth)
+    content = sum(1 for h in header if not h)
+    if not content:
+        return 1.0, 1.0
+    def by_header(j: int) -> bool:  # the rule drawn after a header line sits between it and the turn text
+        return header[min(j, len(b) - 1)] or (j > 0 and header[j - 1]) or (j > 1 and header[j - 2])
+
+    errors = 0
+    for tag, i1, i2, j1, j2 in Levenshtein.opcodes(ocr, b):
+        if tag == "equal":
+            continue
+        if tag == "replace":
+            # a run of replacements may straddle a header and turn text: count per truth character
+            errors += sum(1 for j in range(j1, j2) if not header[j]) + max(0, (i2 - i1) - (j2 - j1)) * (not by_header(j1))
+        elif tag == "delete":  # read but not on the page
+            errors += (i2 - i1) * (not by_header(j1))
+        else:  # insert: on the page but not read
+            errors += sum(1 for j in range(j1, j2) if not header[j])
+    return max(0.0, 1 - errors / content), 1 - content / len(b)
+
+
 def _norm(text: str) -> str:
     text = text.replace("\u2014", "-").replace("\u2019", "'").replace("\u201c", '"').replace("\u201d", '"')
     return re.sub(r"\s+", " ", text).strip()
@@ -379,14 +420,21 @@ def run(args: argparse.Namespace) -> dict:
                 rows.append(row)
     accuracy = []
     for (name, page, tier), text in sorted(ocr.items()):
-        truth = _norm(next(p.text for p in next(x for x in prepared if x[0] == name)[3] if p.index == page))
+        page_text = next(p.text for p in next(x for x in prepared if x[0] == name)[3] if p.index == page)
+        truth = _norm(page_text)
+        turns_acc, header_share = turn_text_accuracy(text, page_text)
         accuracy.append({"conversation": name, "page": page, "tier": tier,
-                         "accuracy": round(max(0.0, 1 - Levenshtein.distance(text, truth) / max(len(truth), 1)), 4)})
+                         "accuracy": round(max(0.0, 1 - Levenshtein.distance(text, truth) / max(len(truth), 1)), 4),
+                         "turn_text_accuracy": round(turns_acc, 4), "header_chars_share": round(header_share, 4)})
     per_tier = {}
     for tier in ladder.names:
-        vals = [a["accuracy"] for a in accuracy if a["tier"] == tier]
-        if vals:
-            per_tier[tier] = {"pages": len(vals), "mean": round(sum(vals) / len(vals), 4), "min": min(vals)}
+        rows_t = [a for a in accuracy if a["tier"] == tier]
+        if rows_t:
+            vals = [a["accuracy"] for a in rows_t]
+            turn_vals = [a["turn_text_accuracy"] for a in rows_t]
+            per_tier[tier] = {"pages": len(vals), "mean": round(sum(vals) / len(vals), 4), "min": min(vals),
+                              "turn_text_mean": round(sum(turn_vals) / len(turn_vals), 4),
+                              "turn_text_min": min(turn_vals)}
     per_page = {}
     for x in prepared:
         toks = [p.text_tokens for p in x[3]]
