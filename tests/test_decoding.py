@@ -219,3 +219,21 @@ def test_cuda_graph_steps_match_the_eager_step():
     m.configure_engine(graphs=True)
     assert m.generate(ids, [], max_new_tokens=64, eos_token_id=NO_EOS, no_repeat_ngram_size=3) == ref
     assert m.last_generation.graphs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_expert_kernel_matches_the_torch_gather():
+    from optimem.model import moe_kernel
+
+    if not moe_kernel.available():
+        pytest.skip("no triton")
+    torch.manual_seed(0)
+    w = torch.randn(16, 96, 80, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(80, device="cuda", dtype=torch.bfloat16)
+    xs = torch.randn(3, 80, device="cuda", dtype=torch.bfloat16)
+    idx = torch.tensor([5, 0, 15], device="cuda")
+    ref = (w[idx].float() @ x.float())
+    assert torch.allclose(moe_kernel.expert_gemv(w, x, idx, shared_input=True).float(), ref, rtol=1e-2, atol=1e-2)
+    ref2 = torch.einsum("knj,kj->kn", w[idx].float(), xs.float())
+    assert torch.allclose(moe_kernel.expert_gemv(w, xs, idx, shared_input=False).float(), ref2, rtol=1e-2, atol=1e-2)

@@ -38,8 +38,15 @@ DECODE_GRID = [1024, 4096, 8192, 16384, 32768, 65536, 131072]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--parts", default="decode,exact,live",
+                   help="what the live run measures (comma list): decode (eager loop vs engine per context), "
+                        "exact (first divergence of the engine from the eager loop, bf16), live (the product turn by turn)")
+    p.add_argument("--decode-contexts", nargs="+", type=int, default=[1024, 8192, 32768, 131072])
+    p.add_argument("--live-histories", nargs="+", type=int, default=[32768, 131072])
+    p.add_argument("--turns", type=int, default=6, help="turns measured per history and strategy (live)")
+    p.add_argument("--budget", type=int, default=8192, help="optimem's context budget (live)")
     p.add_argument("--measure-curves", metavar="OUT", help="measure GPU cost curves into OUT (JSON)")
-    p.add_argument("--curves", metavar="FILE", help="replay with curves measured earlier")
+    p.add_argument("--curves", metavar="FILE", help="projection: replay with curves measured earlier")
     p.add_argument("--histories", nargs="+", type=int, default=[8192, 32768, 131072])
     p.add_argument("--budgets", nargs="+", type=int, default=[2048, 4096, 8192])
     p.add_argument("--plots", metavar="DIR", default=None, help="write PNG plots there")
@@ -312,6 +319,8 @@ def summarise(strategies: dict, costs: Costs, history: int) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if not (args.curves or args.measure_curves):
+        return run_live(args)
     if args.measure_curves and not args.curves:
         curves = measure_curves(args.tiny)
         Path(args.measure_curves).write_text(json.dumps(curves, indent=1))
@@ -393,3 +402,372 @@ def _plots(series: dict, out: Path) -> None:
     ax[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "e2e.png", dpi=110)
+
+
+# -- 3. the product on the GPU: decode before/after, exactness, turn by turn ---------------------------
+def _full_model(tiny: bool):
+    import torch
+
+    from optimem.model import DeepseekOCR, DeepseekOCRConfig, tiny_config
+
+    cuda = torch.cuda.is_available()
+    cfg = tiny_config() if tiny else DeepseekOCRConfig()
+    return DeepseekOCR.random(cfg, dtype="bfloat16" if cuda else "float32", device="cuda" if cuda else "cpu")
+
+
+def _text_ids(n: int, seed: int = 0) -> list[int]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [0] + rng.integers(100, 100_000, n - 1).tolist()
+
+
+def decode_speed(model, contexts: list[int], *, eager_upto: int = 32768, new_tokens: int = REPLY_TOKENS) -> list[dict]:
+    """Per context length: the engine's decode ms/token in `generate()` itself (CUDA graphs, and the
+    same engine without graphs), its prefill, and the plain transformers loop's ms/token (the
+    "before"), from generate() calls of 1 and 33 new tokens."""
+    import time
+
+    import torch
+
+    from optimem.bench.gpu import sync
+
+    rows = []
+    eng = model.configure_engine(max_sessions=2)
+    for ctx in contexts:
+        ids = _text_ids(ctx, seed=ctx)
+        row: dict = {"context_tokens": ctx}
+        try:
+            eng.warmup([ctx + j for j in (1, new_tokens)])
+            model.generate(ids, [], max_new_tokens=new_tokens, eos_token_id=-1, reuse=False)  # warm
+            st = model.last_generation
+            row.update(prefill_ms=round(1000 * st.prefill_s, 2), decode_ms_per_token=round(st.decode_ms_per_token, 3),
+                       graphs=st.graphs)
+            # the same prompt again: its KV is reused, only the last token is prefilled
+            model.generate(ids, [], max_new_tokens=1, eos_token_id=-1)
+            row["ttft_reused_prefix_ms"] = round(1000 * model.last_generation.prefill_s, 2)
+            if model.device.type == "cuda" and ctx <= 8192:
+                model.configure_engine(graphs=False, bucketed=True)
+                model.generate(ids, [], max_new_tokens=33, eos_token_id=-1, reuse=False)
+                row["decode_ms_per_token_no_graphs"] = round(model.last_generation.decode_ms_per_token, 3)
+                eng = model.configure_engine(max_sessions=2)
+            if ctx <= eager_upto:
+                times = {}
+                for n in (1, 33):
+                    sync(model.device)
+                    t = time.perf_counter()
+                    model.generate_eager(ids, [], max_new_tokens=n, eos_token_id=-1)
+                    sync(model.device)
+                    times[n] = time.perf_counter() - t
+                row["eager_decode_ms_per_token"] = round(1000 * (times[33] - times[1]) / 32, 3)
+                row["eager_prefill_ms"] = round(1000 * times[1], 2)
+                row["decode_speedup"] = round(row["eager_decode_ms_per_token"] / row["decode_ms_per_token"], 1)
+        except torch.OutOfMemoryError as exc:
+            row["error"] = f"out of memory: {str(exc)[:80]}"
+        finally:
+            eng.release("default")
+            if model.device.type == "cuda":
+                torch.cuda.empty_cache()
+        rows.append(row)
+    return rows
+
+
+def decode_floor(model, ctx: int) -> dict:
+    """Bytes a batch-1 decode step must read at `ctx` (active weights, the chosen experts' rows, the
+    KV) and the time that takes at the measured copy bandwidth: the floor the step is compared with."""
+    import torch
+
+    t = model.config.text
+    lang = model.module.language
+    dense_layers = t.first_k_dense_replace
+    attn = sum(p.numel() for n, p in lang.named_parameters() if "self_attn" in n)
+    dense = sum(p.numel() for n, p in lang.layers[:dense_layers].named_parameters() if "mlp" in n)
+    moe_layers = t.num_hidden_layers - dense_layers
+    shared = 3 * t.hidden_size * t.moe_intermediate_size * t.n_shared_experts * moe_layers
+    routed = 3 * t.hidden_size * t.moe_intermediate_size * t.num_experts_per_tok * moe_layers
+    head = t.vocab_size * t.hidden_size
+    params = attn + dense + shared + routed + head
+    el = 2 if model.dtype == torch.bfloat16 else 4
+    kv = model.engine.kv_bytes_per_token * ctx
+    out = {"active_params": params, "weight_bytes": params * el, "kv_bytes": kv}
+    if model.device.type == "cuda":
+        x = torch.empty(2 * 2**30, dtype=torch.uint8, device="cuda")
+        y = torch.empty_like(x)
+        for _ in range(3):
+            y.copy_(x)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(10):
+            y.copy_(x)
+        end.record()
+        torch.cuda.synchronize()
+        bw = 10 * 2 * x.numel() / (start.elapsed_time(end) / 1000)
+        out["copy_bandwidth_GBps"] = round(bw / 1e9, 1)
+        # the expert gather copies the chosen rows once more (read + write) before the matmuls read them
+        out["floor_ms"] = round(1000 * (params * el + kv) / bw, 3)
+        out["floor_ms_with_expert_gather"] = round(1000 * (params * el + 2 * routed * el + kv) / bw, 3)
+        del x, y
+    return out
+
+
+def decode_profile(model, ctx: int, steps: int = 8) -> dict:
+    """Where an eager (un-graphed) decode step's GPU time goes at `ctx`, by kernel family."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    if model.device.type != "cuda":
+        return {}
+    eng = model.configure_engine(graphs=False, bucketed=True)
+    ids = _text_ids(ctx, seed=1)
+    model.generate(ids, [], max_new_tokens=4, eos_token_id=-1)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        model.generate(ids, [], max_new_tokens=steps + 1, eos_token_id=-1)
+    fam: dict[str, float] = {}
+    for ev in prof.key_averages():
+        us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if not us or ev.key.startswith("aten::"):
+            continue
+        k = ev.key.lower()
+        name = ("attention" if any(w in k for w in ("fmha", "attention", "flash", "softmax")) else
+                "matmul (gemv/gemm)" if any(w in k for w in ("gemm", "gemv", "sm90", "cutlass", "matmul", "splitk")) else
+                "gather/scatter/index" if any(w in k for w in ("index", "gather", "scatter")) else
+                "reductions (topk, argmax, norms)" if any(w in k for w in ("reduce", "topk", "sort", "argmax", "norm")) else
+                "elementwise/copies")
+        fam[name] = fam.get(name, 0.0) + us
+    total = sum(fam.values())
+    model.configure_engine()
+    eng.release("default")
+    torch.cuda.empty_cache()
+    prompt_steps = steps + 1  # the profiled call: a one-token prefill plus `steps` decode steps
+    return {"context_tokens": ctx, "kernel_ms_per_step": {k: round(v / 1000 / prompt_steps, 3) for k, v in
+                                                          sorted(fam.items(), key=lambda kv: -kv[1])},
+            "kernel_ms_per_step_total": round(total / 1000 / prompt_steps, 3)}
+
+
+def exactness(model, steps: int = 128, n_text: int = 600) -> dict:
+    """The engine against the plain transformers loop on one prompt with two spliced pages (base
+    tier, encoded by the model): the first step where the token ids differ, and the eager loop's
+    logit margin (best minus second best after the ban) at that step."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from optimem.model.decoding import _banned_ngrams
+
+    rng = np.random.default_rng(7)
+    imgs = [Image.fromarray(rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8)) for _ in range(2)]
+    pages = list(model.encode_pages(imgs, "base"))
+    img = model.image_token_id
+    ids = (_text_ids(n_text, 3) + [img] * pages[0].shape[0] + _text_ids(n_text, 4)[1:] + [img] * pages[1].shape[0]
+           + _text_ids(40, 5)[1:])
+    ref = model.generate_eager(ids, pages, max_new_tokens=steps, eos_token_id=-1)
+    new = model.generate(ids, pages, max_new_tokens=steps, eos_token_id=-1, reuse=False)
+    first = next((i for i, (a, b) in enumerate(zip(ref, new)) if a != b), None)
+    out = {"prompt_tokens": len(ids), "pages": 2, "steps": steps, "identical_steps": steps if first is None else first,
+           "dtype": str(model.dtype).removeprefix("torch.")}
+    if first is not None:
+        seq = ids + ref[:first]
+        logits = model.logits(model.build_inputs_embeds(seq, pages))[0, -1].float()
+        for b in _banned_ngrams(seq, 20):
+            logits[b] = -float("inf")
+        top = torch.topk(logits, 2)
+        out.update(first_divergence_step=first, eager_token=ref[first], engine_token=new[first],
+                   eager_margin=round(float(top.values[0] - top.values[1]), 5),
+                   eager_logit_gap_to_engine_token=round(float(logits[ref[first]] - logits[new[first]]), 5))
+    return out
+
+
+def _pieces(tok, turns: list[dict]) -> list[list[int]]:
+    """Each turn's token ids in the native chat template (as the prompt builder lays turns out)."""
+    from optimem.context import ASSISTANT, USER
+
+    out = []
+    for t in turns:
+        if t["role"] == "assistant":
+            out.append(tok.encode(f"{ASSISTANT}: {t['content']}", add_special_tokens=False).ids + [1])
+        else:
+            out.append(tok.encode(f"{USER}: {t['content']}\n\n", add_special_tokens=False).ids)
+    return out
+
+
+def _native_prompt(mem, ctx) -> tuple[list[int], list, list]:
+    """(ids, page embeddings, page keys) of the product's prompt for a context."""
+    prompts = getattr(mem.backend, "prompts", None)
+    if callable(prompts):
+        p = prompts().chat(ctx)
+        ids, embeds = list(p.input_ids), list(p.image_embeds)
+    else:  # the prompt builder before issue 14
+        from optimem.context import build_inputs
+
+        inp = build_inputs(ctx, mem.backend.model)
+        ids, embeds = inp["input_ids"], inp["image_embeds"]
+    keys = [(p.content_hash, p.tier) for p in ctx.pages]
+    return ids, embeds, keys
+
+
+def _timed(model, fn):
+    import time
+
+    from optimem.bench.gpu import sync
+
+    sync(model.device)
+    t = time.perf_counter()
+    out = fn()
+    sync(model.device)
+    return out, 1000 * (time.perf_counter() - t)
+
+
+def live(model, histories: list[int], turns: int, budget: int) -> dict:
+    """The product turn by turn: per history, the last `turns` user turns of the cycled conversation
+    (the turns before them are added without model calls; one untimed turn before the measured ones
+    sets up each strategy's state), each strategy through the same decode engine, 128-token replies:
+      optimem   OpticalMemory + DeepseekOCRBackend: seal, plan, encode (context()), native prompt,
+                generate with the session's KV reused where the prompt's leading part is unchanged;
+      prefix    full text with the previous turn's KV reused;
+      full      full text re-prefilled every turn;
+      truncate  the most recent turns that fit the budget, re-prefilled."""
+    import tempfile
+    import time
+
+    import torch
+
+    from optimem.backends import DeepseekOCRBackend
+    from optimem.memory import OpticalMemory
+
+    tok = model.tokenizer
+    rows: list[dict] = []
+    eng = model.configure_engine(max_sessions=2)
+    backend = DeepseekOCRBackend(model, batch_size=32)
+    for H in histories:
+        conv = make_conversation(H)
+        pieces = _pieces(tok, conv)
+        tail = tok.encode("<|Assistant|>:", add_special_tokens=False).ids
+        n_user = len(conv) // 2
+        first = max(n_user - turns - 1, 0)  # the untimed set-up turn
+        hist_tokens = sum(t["tokens"] for t in conv)
+
+        def text_prompt(u: int, truncate: bool) -> list[int]:
+            upto = 2 * u + 1
+            lo = 0
+            if truncate:
+                used, lo = 0, upto
+                while lo > 0 and used + len(pieces[lo - 1]) + len(tail) + 1 <= budget - REPLY_TOKENS:
+                    lo -= 1
+                    used += len(pieces[lo])
+            return [0] + [i for p in pieces[lo:upto] for i in p] + tail
+
+        for strategy in ("optimem", "prefix", "full", "truncate"):
+            session = {"optimem": ("optimem", H), "prefix": ("prefix", H)}.get(strategy)
+            mem = None
+            if strategy == "optimem":
+                tmp = tempfile.mkdtemp(prefix="optimem-e2e-")
+                mem = OpticalMemory(f"e2e{H}", f"sqlite:///{tmp}/m.db", backend=backend)
+                mem.add_many([{"role": t["role"], "content": t["content"]} for t in conv[: 2 * first]])
+            for u in range(first, n_user):
+                row: dict = {"history_tokens": H, "strategy": strategy, "turn": u, "measured": u > first}
+                t_turn = time.perf_counter()
+                keys = None
+                embeds: list = []
+                if mem is not None:
+                    mem.add("user", conv[2 * u]["content"])
+                    _, row["seal_ms"] = _timed(model, mem.sync)
+                    ctx, row["plan_ms"] = _timed(model, lambda: mem.context(budget, reserve=REPLY_TOKENS, encode=False))
+                    _, row["encode_ms"] = _timed(model, lambda: mem.encode_pages(ctx.pages))
+                    (ids, embeds, keys), row["prompt_ms"] = _timed(model, lambda: _native_prompt(mem, ctx))
+                    row["pages"] = len(ctx.pages)
+                else:
+                    ids, row["prompt_ms"] = _timed(model, lambda: text_prompt(u, strategy == "truncate"))
+                n_new = REPLY_TOKENS if u > first else 1
+                _, gen_ms = _timed(model, lambda: model.generate(
+                    ids, embeds, max_new_tokens=n_new, eos_token_id=-1, session=session,
+                    reuse=session is not None, image_keys=keys))
+                st = model.last_generation
+                row.update(context_tokens=len(ids), reused_tokens=st.reused_tokens, prefill_tokens=st.prefill_tokens,
+                           prefill_ms=round(1000 * st.prefill_s, 2), decode_ms=round(1000 * st.decode_s, 2),
+                           decode_ms_per_token=st.decode_ms_per_token and round(st.decode_ms_per_token, 3),
+                           generate_ms=round(gen_ms, 2))
+                row["turn_ms"] = round(1000 * (time.perf_counter() - t_turn), 2)
+                if mem is not None:
+                    row["context_ms"] = round(row["seal_ms"] + row["plan_ms"] + row["encode_ms"], 2)
+                    row["ttft_ms"] = round(row["context_ms"] + row["prompt_ms"] + row["prefill_ms"], 2)
+                    row["cpu_ms"] = round(row["seal_ms"] + row["plan_ms"] + row["prompt_ms"], 2)
+                    mem.add("assistant", conv[2 * u + 1]["content"])
+                else:
+                    row["ttft_ms"] = round(row["prompt_ms"] + row["prefill_ms"], 2)
+                    row["cpu_ms"] = round(row["prompt_ms"], 2)
+                for k in ("seal_ms", "plan_ms", "encode_ms", "prompt_ms"):
+                    if k in row:
+                        row[k] = round(row[k], 2)
+                rows.append(row)
+            if session is not None:
+                eng.release(session)
+            if model.device.type == "cuda":
+                torch.cuda.empty_cache()
+        rows.append({"history_tokens": H, "strategy": "_conversation", "turns": len(conv), "text_tokens": hist_tokens})
+    return {"turns": rows, "summary": _live_summary(rows, model)}
+
+
+def _pct(xs: list[float], q: float) -> float:
+    import numpy as np
+
+    return round(float(np.percentile(xs, q)), 2) if xs else float("nan")
+
+
+def _live_summary(rows: list[dict], model) -> list[dict]:
+    import torch
+
+    kv_tok = model.engine.kv_bytes_per_token
+    free = None
+    if model.device.type == "cuda":
+        total = torch.cuda.get_device_properties(0).total_memory
+        weights = sum(p.numel() * p.element_size() for p in model.module.parameters())
+        free = total - weights - 4 * 2**30  # 4 GiB kept for activations, graphs and the allocator
+    out = []
+    keys = sorted({(r["history_tokens"], r["strategy"]) for r in rows if r.get("measured")})
+    for h, s in keys:
+        rs = [r for r in rows if r.get("measured") and r["history_tokens"] == h and r["strategy"] == s]
+        ctx = max(r["context_tokens"] for r in rs) + REPLY_TOKENS
+        kv = ctx * kv_tok
+        row = {"history_tokens": h, "strategy": s, "turns_measured": len(rs),
+               "context_tokens": round(sum(r["context_tokens"] for r in rs) / len(rs)),
+               "prefilled_tokens_mean": round(sum(r["prefill_tokens"] for r in rs) / len(rs)),
+               "ttft_ms_p50": _pct([r["ttft_ms"] for r in rs], 50),
+               "prefill_ms_p50": _pct([r["prefill_ms"] for r in rs], 50),
+               "decode_ms_per_token_p50": _pct([r["decode_ms_per_token"] for r in rs], 50),
+               "turn_ms_p50": _pct([r["turn_ms"] for r in rs], 50), "turn_ms_p99": _pct([r["turn_ms"] for r in rs], 99),
+               "turn_ms_mean": round(sum(r["turn_ms"] for r in rs) / len(rs), 2),
+               "cpu_share_pct": round(100 * sum(r["cpu_ms"] for r in rs) / sum(r["turn_ms"] for r in rs), 1),
+               "kv_mib_per_session": round(kv / 2**20, 1),
+               "sessions_fit": int(free // kv) if free else None,
+               "in_8k_window": ctx <= WINDOW}
+        if s == "optimem":
+            row.update(context_ms_p50=_pct([r["context_ms"] for r in rs], 50),
+                       context_ms_p99=_pct([r["context_ms"] for r in rs], 99),
+                       seal_ms_p50=_pct([r["seal_ms"] for r in rs], 50), plan_ms_p50=_pct([r["plan_ms"] for r in rs], 50),
+                       encode_ms_p50=_pct([r["encode_ms"] for r in rs], 50))
+        out.append(row)
+    return out
+
+
+def run_live(args: argparse.Namespace) -> dict:
+    import torch
+
+    parts = set(args.parts.split(","))
+    tiny = args.tiny
+    model = _full_model(tiny)
+    out: dict = {"config": "tiny (smoke test)" if tiny else "full size, random weights, " + str(model.dtype).removeprefix("torch."),
+                 "device": str(model.device)}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    contexts = [c // 64 for c in args.decode_contexts] if tiny else args.decode_contexts
+    if "exact" in parts:
+        out["exactness"] = exactness(model, steps=16 if tiny else 128, n_text=40 if tiny else 600)
+    if "decode" in parts:
+        out["decode"] = decode_speed(model, contexts, new_tokens=16 if tiny else REPLY_TOKENS)
+        out["decode_floor"] = decode_floor(model, 8192 if not tiny else 128)
+        out["decode_profile"] = decode_profile(model, 8192 if not tiny else 128)
+    if "live" in parts:
+        hist = [h // 16 for h in args.live_histories] if tiny else args.live_histories
+        out["live"] = live(model, hist, args.turns, args.budget // (4 if tiny else 1))
+    return out

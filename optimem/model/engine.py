@@ -59,6 +59,8 @@ class GenerationStats:
     prefill_tokens: int = 0
     new_tokens: int = 0
     prefill_s: float = 0.0  # prompt in, first token chosen (embedding, splice, chunked prefill, ban)
+    setup_s: float = 0.0  # of which: session switch, prefix match, ids and n-gram keys, embedding + splice
+    forward_s: float = 0.0  # of which: the chunked prefill forward
     decode_s: float = 0.0  # the remaining tokens
     graphs: bool = False
     capacity: int = 0
@@ -105,7 +107,7 @@ class _Weights:
             gate = mlp.gate
             if getattr(gate, "topk_method", "greedy") != "greedy":
                 raise ModelError(f"the decode engine supports greedy expert routing, not {gate.topk_method!r}")
-            self.router = gate.weight
+            self.router = gate.weight.float()  # transformers keeps it fp32; a bf16 copy is upcast once here
             self.top_k = gate.top_k
             self.scale = float(gate.routed_scaling_factor)
             self.experts_gate_up = mlp.experts.gate_up_proj  # [E, 2I, H]
@@ -113,11 +115,11 @@ class _Weights:
 
 
 def _rms(x, w, eps):
-    import torch
+    """transformers' DeepseekOcr2TextRMSNorm (fp32 normalisation, weight applied in the input dtype)
+    with the normalisation as one kernel."""
+    import torch.nn.functional as F
 
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return w * xf.to(x.dtype)
+    return w * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def _rotate(x, cos, sin):
@@ -133,7 +135,8 @@ class DecodeEngine:
     of the hardware it serves (one step at a time): calls are serialised with a lock."""
 
     def __init__(self, language, lm_head, *, capacity: int | None = None, graphs: bool | None = None,
-                 prefill_chunk: int | None = None, max_sessions: int = 4, bucketed: bool | None = None) -> None:
+                 prefill_chunk: int | None = None, max_sessions: int = 4, bucketed: bool | None = None,
+                 expert_kernel: bool | None = None) -> None:
         import torch
 
         self.lang, self.lm_head = language, lm_head
@@ -152,6 +155,10 @@ class DecodeEngine:
         self.bucketed = self.graphs if bucketed is None else (bucketed or self.graphs)
         self.prefill_chunk = prefill_chunk or (8192 if cuda else 1024)
         self.max_sessions = max_sessions
+        from optimem.model import moe_kernel
+
+        # the routed experts read in place by a Triton kernel on CUDA (moe_kernel); torch's gather + bmm elsewhere
+        self._expert_kernel = cuda and moe_kernel.available() if expert_kernel is None else bool(expert_kernel)
         self._layers = [_Weights(layer) for layer in language.layers[: self.n_layers]]
         self._norm, self._norm_eps = language.norm.weight, language.norm.variance_epsilon
         self._embed = language.embed_tokens.weight
@@ -212,7 +219,7 @@ class DecodeEngine:
         self.cos = (emb.cos() * self._rope_scale).to(self.dtype)
         self.sin = (emb.sin() * self._rope_scale).to(self.dtype)
         self.capacity = capacity
-        self._graphs.clear()  # captured on the old buffers
+        self._drop_graphs()  # captured on the old buffers
 
     def release(self, session: Any) -> None:
         """Forget a session's KV (parked or in the working cache)."""
@@ -264,13 +271,19 @@ class DecodeEngine:
         import torch.nn.functional as F
 
         x = h.reshape(1, -1)
-        scores = F.linear(x.float(), w.router.float()).softmax(dim=-1, dtype=torch.float32)
+        scores = F.linear(x.float(), w.router).softmax(dim=-1, dtype=torch.float32)
         top_w, top_i = torch.topk(scores, k=w.top_k, dim=-1, sorted=False)
         idx = top_i[0]
-        gu = torch.bmm(w.experts_gate_up.index_select(0, idx), x.t().expand(w.top_k, -1, -1).contiguous())
-        g, u = gu.chunk(2, dim=1)
-        y = torch.bmm(w.experts_down.index_select(0, idx), F.silu(g) * u)  # [k, H, 1]
-        routed = (y[..., 0].float() * (top_w[0, :, None] * w.scale)).sum(0).to(h.dtype)
+        if self._expert_kernel:
+            from optimem.model.moe_kernel import expert_gemv
+
+            g, u = expert_gemv(w.experts_gate_up, x[0], idx, shared_input=True).chunk(2, dim=1)  # [k, I] each
+            y = expert_gemv(w.experts_down, (F.silu(g) * u).contiguous(), idx, shared_input=False)  # [k, H]
+        else:
+            gu = torch.bmm(w.experts_gate_up.index_select(0, idx), x.t().expand(w.top_k, -1, -1).contiguous())
+            g, u = gu.chunk(2, dim=1)
+            y = torch.bmm(w.experts_down.index_select(0, idx), F.silu(g) * u)[..., 0]  # [k, H]
+        routed = (y.float() * (top_w[0, :, None] * w.scale)).sum(0).to(h.dtype)
         return routed.view_as(h)
 
     def _layer(self, i: int, x, cos, sin, write_pos, kv_len: int, mask, causal_from: int | None):
@@ -280,9 +293,9 @@ class DecodeEngine:
         n = x.shape[1]
         hd, H, Hk = self.head_dim, self.heads, self.kv_heads
         h = _rms(x, w.ln1, w.eps1)
-        q, k, v = F.linear(h, w.qkv, w.qkv_b).split([H * hd, Hk * hd, Hk * hd], dim=-1)
-        q = _rotate(q.view(1, n, H, hd).transpose(1, 2), cos, sin)
-        k = _rotate(k.view(1, n, Hk, hd).transpose(1, 2), cos, sin)
+        qk, v = F.linear(h, w.qkv, w.qkv_b).split([(H + Hk) * hd, Hk * hd], dim=-1)
+        qk = _rotate(qk.view(1, n, H + Hk, hd).transpose(1, 2), cos, sin)  # q and k rotated together
+        q, k = qk[:, :H], qk[:, H:]
         v = v.view(1, n, Hk, hd).transpose(1, 2)
         self.k[i].index_copy_(2, write_pos, k)
         self.v[i].index_copy_(2, write_pos, v)
@@ -357,7 +370,7 @@ class DecodeEngine:
         if whitelist:
             self._white = torch.zeros(self.vocab, dtype=torch.bool, device=self.device)
             self._white[torch.tensor(list(whitelist), device=self.device)] = True
-        self._graphs.clear()
+        self._drop_graphs()
 
     def _hash(self, windows):
         """62-bit keys of [..., m] token windows."""
@@ -419,6 +432,12 @@ class DecodeEngine:
         if graph is None:
             graph = self._capture(T)
         graph.replay()
+
+    def _drop_graphs(self) -> None:
+        """Forget the captured graphs and their memory pool (a pool whose graphs are all gone cannot
+        take a new capture)."""
+        self._graphs.clear()
+        self._graph_pool = None
 
     def _capture(self, T: int):
         """Capture the step at bucket T on the current state (the warm-up runs are undone: pos is
@@ -521,7 +540,11 @@ class DecodeEngine:
             self.seq[:P] = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
             self._fill_keys(P)
             x = self._embed_tail(ids, images, tensors, start, image_token_id)
+            ta = time.perf_counter()
             logits = self._prefill(x, start)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.stats.setup_s, self.stats.forward_s = ta - t0, time.perf_counter() - ta
             # the state is committed as it grows, so an abandoned stream leaves a consistent cache
             self._ids, self._images, self._kv_len = list(ids), images, P
             self.pos.fill_(P)
