@@ -105,12 +105,12 @@ def test_compressor_sends_aged_turns_as_images_within_budget(provider):
 
 
 def test_second_call_costs_only_new_messages_and_sends_identical_pages():
-    msgs = _conversation(160)
+    msgs = _conversation(100)
     comp = OpticalCompressor(provider="anthropic", budget=8000, thread_id="t")
-    first = comp.invoke(msgs[:140])
+    first = comp.invoke(msgs[:90])
     st = next(iter(comp._threads.values()))
     stored = len(st.keys)
-    second = comp.invoke(msgs[:141])
+    second = comp.invoke(msgs[:91])
     assert len(st.keys) == stored + 1  # one new unit appended, nothing re-added
     a, b = _images(first)[0].content, _images(second)[0].content
     same = 0
@@ -218,12 +218,12 @@ def test_token_counter_hook_is_used():
         seen.append(len(msgs))
         return sum(len(str(m.content)) // 3 for m in msgs)
 
-    out = OpticalCompressor(provider="openai", budget=5000, token_counter=counter).invoke(_conversation(100))
+    out = OpticalCompressor(provider="openai", budget=5000, token_counter=counter).invoke(_conversation(60))
     assert seen and out[0].response_metadata["optimem"]["tokens"] <= 5000
 
 
 def test_caps_drop_oldest_pages_and_report():
-    out = OpticalCompressor(provider="anthropic", budget=60000, max_images=3).invoke(_conversation(220))
+    out = OpticalCompressor(provider="openai", budget=30000, max_images=3).invoke(_conversation(120))
     rep = out[0].response_metadata["optimem"]
     assert rep["images"] <= 3 and rep["capped_pages"] > 0
 

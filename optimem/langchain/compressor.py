@@ -317,8 +317,10 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         new = committed[n:]
         if new:
             keys = [u.key() for u in new]
+            # the store's idempotency key (position + identity): two processes serving the same
+            # thread append each unit once
             st.mem.add_many([{"role": "assistant" if u.role == "tool" else u.role, "content": u.text(),
-                              "metadata": {"k": k}} for u, k in zip(new, keys)])
+                              "metadata": {"k": k}, "key": f"{n + i}-{k}"} for i, (u, k) in enumerate(zip(new, keys))])
             st.keys.extend(keys)
         return reset
 
