@@ -42,6 +42,10 @@ from renderers.records import normalize_name, normalize_role
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")
 MAX_TURN_CHARS = 50_000_000
+# A turn with at least this many characters already on sealed pages is a long one (a pasted log, a
+# file): its tail is sealed on a page of its own at once, so only the open page's newer turns wait as
+# text. Otherwise the whole long turn would count as not yet on a page and no budget could hold it.
+LONG_TURN_TAIL_CHARS = 4000
 SEAL_BATCH = 16  # pages drawn, then written in one compare-and-set; bounds what a huge turn holds in memory
 
 
@@ -169,7 +173,7 @@ class OpticalMemory:
             return True, 0
         turns = [Turn(t.role, t.content, name=t.metadata.get("name")) for t in self.store.get_turns(self.session, t0)]
         self._synced_turns = t0 + len(turns)
-        if not self._open_page_filled(turns, c0):  # most turns: lay the open page out, draw nothing
+        if c0 < LONG_TURN_TAIL_CHARS and not self._open_page_filled(turns, c0):  # most turns: layout only
             if meta.get("render") is None:
                 self.store.update_meta(self.session, {"render": render})
             return True, 0
@@ -197,6 +201,13 @@ class OpticalMemory:
             open_at = [t0 + end.turn, end.end] if end.continues else [t0 + end.turn + 1, 0]
         elif last is not None and batch:
             open_at = [t0 + last.spans[0].turn, last.spans[0].start]
+        pos = open_at if batch else [t0, c0]
+        if pos[1] >= LONG_TURN_TAIL_CHARS:  # the open page starts inside a long turn: seal its tail now
+            k = pos[0] - t0
+            tail = next(iter_pages(turns[: k + 1], self.render, start=(k, pos[1]), first_index=expect + len(batch)), None)
+            if tail is not None and tail.spans:
+                batch.append(tail)
+            open_at = [pos[0] + 1, 0]
         if batch:
             if not self._seal(batch, t0, expect, open_at, render):
                 return False, sealed

@@ -134,3 +134,49 @@ def test_concurrent_acontext_on_one_instance(tmp_path):
     ctxs = asyncio.run(main())
     assert len(ctxs) == 8 and all(c.plan.total_tokens <= 3000 for c in ctxs)
     assert mem.store.next_page("a") > 0
+
+
+def test_pasted_log_then_questions_never_refuse(tmp_path):
+    """A ~40k-character log in one turn: its full pages and its tail are sealed at once, so the turns
+    after it plan under a 4096-token budget instead of the whole log counting as not yet on a page."""
+    rng = random.Random(9)
+    words = "error warning info debug request response timeout retry".split()
+    log = "\n".join(f"2026-11-30 12:{i // 60 % 60:02d}:{i % 60:02d} {rng.choice(words)} worker-{i % 7} "
+                    + " ".join(rng.choice(words) for _ in range(8)) for i in range(440))
+    assert len(log) > 40_000
+    mem = OpticalMemory("log", f"sqlite:///{tmp_path / 'log.db'}")
+    mem.add("user", "hi")
+    mem.add("assistant", "hello")
+    mem.add("user", "here is my log:\n" + log)
+    for q in range(8):
+        mem.add("assistant" if q % 2 else "user", f"question {q} about the log: " + _text(rng, 25))
+        ctx = mem.context(4096)  # no PolicyError on any turn
+        assert ctx.plan.total_tokens <= 4096
+    assert mem.store.get_meta("log")["open"] == [3, 0]  # the log lies wholly on sealed pages
+
+
+def _seal_big_turn(url: str, chars: int, out) -> None:
+    import resource
+
+    mem = OpticalMemory("big", url)
+    mem.add("user", "warm up")
+    mem.context(4096)  # fonts, tokenizer, first page drawn
+    rng = random.Random(3)
+    text = "\n".join(_text(rng, 12) for _ in range(chars // 80))
+    mem.add("user", text)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sealed = mem.sync()
+    out.put((sealed, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024))
+
+
+def test_a_large_turn_is_sealed_in_bounded_memory(tmp_path):
+    """Pages are drawn and written in batches: sealing a turn of ~90 pages (each master is a 1.6 MB
+    image) grows the process by far less than holding them all would."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    p = ctx.Process(target=_seal_big_turn, args=(f"sqlite:///{tmp_path / 'big.db'}", 300_000, out))
+    p.start()
+    sealed, grown_mb = out.get(timeout=300)
+    p.join(30)
+    assert sealed >= 60
+    assert grown_mb < 30, f"sealing {sealed} pages grew the process by {grown_mb:.0f} MB"
