@@ -83,6 +83,14 @@ class Context:
     def turns(self) -> list[ContextTurn]:
         return [i for i in self.items if isinstance(i, ContextTurn)]
 
+    def images(self) -> list[Any]:
+        """Every shown page's tier image, in order (`ContextPage.image()`), the missing ones derived
+        in parallel."""
+        pages = self.pages
+        if not pages:
+            return []
+        return pages[0]._views().many([(p.index, p.content_hash, p.tier) for p in pages])
+
     def pieces(self) -> Iterator[tuple[str, Any]]:
         """The prompt after BOS as ("text", str), ("page", ContextPage) and ("eos", None) pieces."""
         for item in self.items:

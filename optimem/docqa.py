@@ -87,7 +87,7 @@ class DocumentMemory:
         self.session = check_session(session)
         self.store = store if isinstance(store, Store) else open_store(store)
         self.backend = backend or NoModelBackend()
-        self.views = PageViews(self.backend.ladder, self._load_png)
+        self.views = PageViews(self.backend.ladder, self._load_png, store=self.store, session=self.session)
         self._encoder: PageEncoder | None = None
         self._page_index: PageIndex | None = None
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -42,6 +43,8 @@ from renderers.records import normalize_name, normalize_role
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")
 MAX_TURN_CHARS = 50_000_000
+_TURN_STATS_KEY = "stats|turn-tokens|v1"
+_STATS_WRITE_EVERY = 32  # turns counted beyond what the store holds before the list is written again
 # A turn with at least this many characters already on sealed pages is a long one (a pasted log, a
 # file): its tail is sealed on a page of its own at once, so only the open page's newer turns wait as
 # text. Otherwise the whole long turn would count as not yet on a page and no budget could hold it.
@@ -73,7 +76,7 @@ class OpticalMemory:
         self._planned_turns = 0
         self._planned_pages = 0
         self._floors: dict[int, str | None] = {}
-        self.views = PageViews(self.backend.ladder, self._load_png)
+        self.views = PageViews(self.backend.ladder, self._load_png, store=self.store, session=self.session)
         self._encoder: PageEncoder | None = None
 
     @property
@@ -264,6 +267,7 @@ class OpticalMemory:
                 self._floors = {}
                 self._pinned: frozenset[int] = frozenset()
                 self._page_refs: dict[int, tuple[range, int, str]] = {}  # sealed pages: turns, tokens, hash
+                self._turn_stats_saved = 0  # turns whose counts the store holds
             planner = self._planner
             snap = self.store.snapshot(self.session, turns_from=self._planned_turns, pages_from=self._planned_pages)
             if snap.pinned != self._pinned and (self._planned_turns or self._pinned):
@@ -272,7 +276,7 @@ class OpticalMemory:
             self._pinned = snap.pinned
             new_turns = [t for t in snap.turns if limit is None or t.id < limit]
             if new_turns:
-                planner.extend(stored_turn_infos(new_turns))
+                planner.extend(self._turn_infos(new_turns))
                 self._planned_turns += len(new_turns)
             new_pages = [p for p in snap.pages if p.spans[-1]["turn"] < self._planned_turns]
             new_pages = new_pages[: next((k for k, p in enumerate(new_pages) if p.index != self._planned_pages + k),
@@ -292,6 +296,33 @@ class OpticalMemory:
                 self._floors.update(faded)
             return planner
         raise AssertionError("unreachable")
+
+    def _turn_infos(self, turns: list[Any]) -> list[Any]:
+        """Planner records of new turns. Token counts and exact-content flags of counted turns are kept
+        in the store (a JSON list by turn id; turns never change), so a new process planning a long
+        session does not send its whole history through the tokenizer again."""
+        known: list[Any] = []
+        if turns[0].id == 0 or len(turns) > _STATS_WRITE_EVERY:
+            blob = self.store.get_cache_blob(self.session, _TURN_STATS_KEY)
+            try:
+                known = json.loads(blob) if blob else []
+                if not all(isinstance(k, list) and len(k) == 2 and isinstance(k[0], int) for k in known):
+                    raise ValueError("not a list of [tokens, exact] pairs")
+            except ValueError as exc:
+                log.warning("session %s: discarding stored turn counts: %s", self.session, exc)
+                known = []
+        infos = stored_turn_infos(turns, known)
+        planner = self._planner
+        assert planner is not None
+        counted = planner.turns + infos
+        stored_upto = len(known) if known else self._turn_stats_saved
+        if len(counted) - stored_upto >= _STATS_WRITE_EVERY and all(t.index == i for i, t in enumerate(counted)):
+            self.store.put_cache(self.session, _TURN_STATS_KEY,
+                                 json.dumps([[t.tokens, int(t.exact)] for t in counted]).encode())
+            self._turn_stats_saved = len(counted)
+        else:
+            self._turn_stats_saved = max(self._turn_stats_saved, stored_upto)
+        return infos
 
     def _floor_on_ladder(self, floor: str | None) -> str | None:
         """A stored floor on the current backend's ladder. A session planned with another model's

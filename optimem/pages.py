@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,13 +50,20 @@ class _LRU(OrderedDict):
 
 
 class PageViews:
-    """Masters and tier views of one session's pages. `load_png(index)` reads a master PNG."""
+    """Masters and tier views of one session's pages. `load_png(index)` reads a master PNG.
 
-    def __init__(self, ladder: ModelLadder, load_png: Callable[[int], bytes], *, max_views: int = 512,
-                 max_masters: int = 4) -> None:
+    A view is derived from its master once: kept in this process (LRU) and, with a store, saved there
+    as a lossless PNG beside the vision-token cache, so another process (or this one after eviction)
+    reads a small PNG instead of decoding and resampling the master again. `many()` derives the views
+    a context is missing in parallel (Pillow releases the GIL while it decodes and resamples)."""
+
+    def __init__(self, ladder: ModelLadder, load_png: Callable[[int], bytes], *, store: Any = None,
+                 session: str | None = None, max_views: int = 512, max_masters: int = 4) -> None:
         self.ladder = ladder
         self._load_png = load_png
+        self._store, self._session = store, session
         self.max_masters = max_masters
+        self._lock = threading.Lock()
         self._views = _LRU(max_views)  # (content hash, tier) -> image
         self._masters = _LRU(max_masters)  # content hash -> decoded master
 
@@ -63,25 +72,76 @@ class PageViews:
 
     def remember(self, content_hash: str, master) -> None:
         """A master just drawn (a page being sealed): its first views need no PNG read and decode."""
-        self._masters.put(content_hash, master)
+        with self._lock:
+            self._masters.put(content_hash, master)
 
     def master(self, index: int, content_hash: str):
-        image = self._masters.get_fresh(content_hash)
+        with self._lock:
+            image = self._masters.get_fresh(content_hash)
         if image is None:
-            from PIL import Image
-
-            image = Image.open(io.BytesIO(self._load_png(index)))
-            image.load()
-            self._masters.put(content_hash, image)
+            image = _decode_png(self._load_png(index))
+            with self._lock:
+                self._masters.put(content_hash, image)
         return image
 
     def view(self, index: int, content_hash: str, tier: str):
         key = (content_hash, tier)
-        image = self._views.get_fresh(key)
+        with self._lock:
+            image = self._views.get_fresh(key)
         if image is None:
-            image = self.ladder.view(self.master(index, content_hash), tier)
-            self._views.put(key, image)
+            image = self._load_view(index, content_hash, tier)
+            with self._lock:
+                self._views.put(key, image)
         return image
+
+    def many(self, refs: Sequence[tuple[int, str, str]]) -> list[Any]:
+        """The views of (page index, content hash, tier) triples, the missing ones derived in parallel."""
+        with self._lock:
+            missing = list({(i, h, t) for i, h, t in refs if (h, t) not in self._views})
+        if len(missing) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(len(missing), max(2, os.cpu_count() or 2))) as pool:
+                list(pool.map(lambda r: self.view(*r), missing))
+        return [self.view(*r) for r in refs]
+
+    def _stored_key(self, content_hash: str, tier: str) -> str | None:
+        if self._store is None:
+            return None
+        from optimem.store import cache_key
+
+        return cache_key(content_hash, f"view:{self.ladder.model}", tier)
+
+    def _load_view(self, index: int, content_hash: str, tier: str):
+        spec = self.ladder.spec(tier)
+        if spec.mode == "native":  # the model's own processor resamples the master
+            return self.master(index, content_hash)
+        key = self._stored_key(content_hash, tier)
+        if key is not None:
+            blob = self._store.get_cache_blob(self._session, key)
+            if blob is not None:
+                try:
+                    image = _decode_png(blob)
+                    if image.size == (spec.size, spec.size):
+                        return image
+                    raise ValueError(f"a {image.size} image where {spec.size} px was expected")
+                except (OSError, ValueError, SyntaxError) as exc:  # Pillow's ways of refusing bad bytes
+                    log.warning("discarding the stored %s view of page %s: %s", tier, content_hash[:12], exc)
+                    self._store.delete_cache(self._session, key)
+        image = self.ladder.view(self.master(index, content_hash), tier)
+        if key is not None:
+            from renderers import png_bytes
+
+            self._store.put_cache(self._session, key, png_bytes(image))
+        return image
+
+
+def _decode_png(data: bytes):
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
 
 
 class VisionCache:

@@ -37,16 +37,24 @@ def turn_infos(
     ]
 
 
-def stored_turn_infos(turns: Sequence[Any]) -> list[TurnInfo]:
+def stored_turn_infos(turns: Sequence[Any], known: Sequence[Sequence[Any]] = ()) -> list[TurnInfo]:
     """TurnInfo per stored turn (`StoredTurn`): tokens counted over the content as a text turn sends it
     (a decomposed accent or a CRLF costs more than its normalised, drawn form), the exact-content flag
-    over the normalised text."""
+    over the normalised text. `known[id] = (tokens, exact)` for turns counted before (a turn never
+    changes), so only the others go through the tokenizer."""
     from renderers import normalize_text
     from renderers.tokens import count_tokens_batch
 
-    raw = [t.content for t in turns]
-    return turn_infos([normalize_text(c) for c in raw], ids=[t.id for t in turns], tokens=count_tokens_batch(raw),
-                      pinned=[t.pinned for t in turns], timestamps=[t.created for t in turns])
+    fresh = [t for t in turns if t.id >= len(known)]
+    counted = dict(zip((t.id for t in fresh), count_tokens_batch([t.content for t in fresh]))) if fresh else {}
+    out = []
+    for t in turns:
+        if t.id in counted:
+            tokens, exact = counted[t.id], bool(detect_exact(normalize_text(t.content)))
+        else:
+            tokens, exact = known[t.id]
+        out.append(TurnInfo(t.id, int(tokens), pinned=t.pinned, exact=bool(exact), timestamp=t.created))
+    return out
 
 
 def _span(s: Any, key: str) -> Any:

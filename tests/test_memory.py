@@ -176,3 +176,25 @@ def test_demo_runs_and_reports(tmp_path):
     assert doc["calls"][-1]["history_text_tokens"] > doc["calls"][-1]["context_tokens"]
     assert (tmp_path / "d" / "contact_sheet.png").exists()
     assert "torch" not in doc  # embedded defaults: no model
+
+
+def test_a_new_process_does_not_tokenize_the_history_again(tmp_path, monkeypatch):
+    import renderers.tokens
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    mem = OpticalMemory("s", url, render=SMALL)
+    mem.add_many(_conv(80))
+    first = mem.context(3000)
+    counted = []
+    real = renderers.tokens.count_tokens_batch
+
+    def counting(texts):
+        counted.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(renderers.tokens, "count_tokens_batch", counting)
+    again = OpticalMemory("s", url, render=SMALL).context(3000)  # another process, same session
+    assert counted == [] and again.plan.to_json() == first.plan.to_json()
+    mem.store.put_cache("s", "stats|turn-tokens|v1", b"[[1, 0], {\"bad\": 1}]")  # damaged: counted afresh
+    damaged = OpticalMemory("s", url, render=SMALL).context(3000)
+    assert sum(counted) == 80 and damaged.plan.to_json() == first.plan.to_json()

@@ -106,3 +106,26 @@ def test_encoder_batches_per_tier_encodes_duplicates_once_and_keeps_hot_tokens_b
     PageEncoder(backend, VisionCache(store, "s", backend.model_id)).encode(again)  # a new process: the store's cache
     assert len(backend.calls) == 2
     assert np.array_equal(np.asarray(again[0].embeds), pages[0].embeds)
+
+
+def test_views_are_kept_in_the_store_for_other_processes_and_corrupt_ones_are_rederived(master):
+    store = open_store("sqlite://")
+    reads = []
+
+    def load(i):
+        reads.append(i)
+        return master.png_bytes()
+
+    first = PageViews(DEEPSEEK_OCR_V1, load, store=store, session="s")
+    made = first.many([(0, "h0", "tiny"), (0, "h0", "small"), (0, "h0", "tiny")])
+    assert made[0] is made[2] and made[1].size == (640, 640)
+    other = PageViews(DEEPSEEK_OCR_V1, load, store=store, session="s")  # another process
+    n = len(reads)
+    again = other.view(0, "h0", "tiny")
+    assert len(reads) == n  # read from the stored view, the master untouched
+    assert np.array_equal(np.asarray(again), np.asarray(made[0]))  # lossless
+    key = other._stored_key("h0", "small")
+    store.put_cache("s", key, store.get_cache_blob("s", key)[:100])  # truncated
+    third = PageViews(DEEPSEEK_OCR_V1, load, store=store, session="s")
+    assert np.array_equal(np.asarray(third.view(0, "h0", "small")), np.asarray(made[1]))
+    assert len(reads) == n + 1  # derived again from the master

@@ -45,7 +45,7 @@ def _bundled_chat() -> list[dict]:
 
 def _context_with_images(mem, budget: int):
     ctx = mem.context(budget)
-    images = [p.image() for p in ctx.pages]
+    images = ctx.images()
     return ctx, images
 
 
