@@ -10,9 +10,9 @@ What differs on a cluster, and lives here:
   (a master dies, its replica is promoted after `cluster-node-timeout`) shows up as refused
   connections and CLUSTERDOWN for a few seconds; calls are retried with backoff and a topology refresh
   for up to `retry_s` seconds (URL parameter, default 15). A write whose outcome is unknown (the
-  connection broke after the command was sent) is retried only when it is idempotent; an append is
-  not, so it raises `StoreError` saying it may have been applied, rather than risk storing a turn
-  twice.
+  connection broke after the command was sent) is retried only when it is an append whose turns all
+  carry a `key` (RedisStore's script makes the resend a no-op); any other such write raises
+  `StoreError` saying it may have been applied, rather than risk storing a turn twice.
 - Durability. Replication is asynchronous: a write acknowledged by a master that dies before its
   replica received it is lost. With `durable=N` every write returns only after N replicas
   acknowledged it (Redis `WAIT`), and raises `StoreError` when they do not within `wait_ms`
