@@ -8,7 +8,11 @@
 - document QA: `DocumentMemory.ask` on the bundled manual without a model (retrieval + plan + the
   tier images of the chosen pages), cold (first question of a fresh object) and warm.
 
-The LangChain compressor's per-invoke cost is measured by `optimem bench agent`.
+- the LangChain compressor: `OpticalCompressor.invoke` on a growing message list (the bundled
+  conversation cycled to `--messages`), called after every new message as an agent loop calls it;
+  warm per-invoke time around message 150 and at the end (the cost should be flat in the length).
+
+Agent-level figures (tools, providers, budgets) are `optimem bench agent`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=int, default=8192, help="context budget in tokens (default: 8192)")
     p.add_argument("--turns", type=int, default=0, help="turns of the bundled conversation to use (default: all)")
     p.add_argument("--questions", type=int, default=20, help="document-QA questions timed warm (default: 20)")
+    p.add_argument("--messages", type=int, default=800,
+                   help="messages for the LangChain compressor run, 0 to skip (default: 800)")
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -101,14 +107,45 @@ def bench_docqa(db: Path, questions: int) -> dict:
             "ask_warm": _summary(warm)}
 
 
+def bench_compressor(messages: int, budget: int) -> dict:
+    try:
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        from optimem.langchain import OpticalCompressor
+    except ImportError:
+        return {"skipped": "langchain-core is not installed (pip install 'optimem[langchain]')"}
+    chat = _bundled_chat()
+    msgs = []
+    for i in range(messages):
+        t = chat[i % len(chat)]
+        msgs.append((HumanMessage if t["role"] == "user" else AIMessage)(t["content"]))
+    comp = OpticalCompressor(provider="anthropic", budget=budget, thread_id="bench")
+    times = []
+    for n in range(1, messages + 1):
+        start = time.perf_counter()
+        comp.invoke(msgs[:n])
+        times.append(time.perf_counter() - start)
+    around = lambda k: _summary(times[max(0, k - 25):k + 25])  # noqa: E731
+    return {"messages": messages, "budget": budget, "provider": "anthropic",
+            "at_150": around(150) if messages >= 175 else None,
+            "at_end": _summary(times[-50:]), "first_ms": round(1000 * times[0], 1)}
+
+
 def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as d:
         chat = bench_chat(Path(d) / "chat.db", args.budget, args.turns)
         docqa = bench_docqa(Path(d) / "docs.db", args.questions)
+    compressor = bench_compressor(args.messages, args.budget) if args.messages else {"skipped": "--messages 0"}
     table = [
         {"measure": "context() + tier images per turn, p50 ms", "value": chat["per_turn"]["p50_ms"], "target": "<= 30"},
         {"measure": "context() + tier images per turn, p95 ms", "value": chat["per_turn"]["p95_ms"], "target": "<= 80"},
         {"measure": "cold context() of the whole session, ms", "value": chat["cold_context_ms"], "target": "<= 1000"},
         {"measure": "DocumentMemory.ask warm p50 ms", "value": docqa["ask_warm"]["p50_ms"], "target": "<= 30"},
     ]
-    return {"chat": chat, "docqa": docqa, "table": table}
+    if compressor.get("at_150"):
+        table.append({"measure": "OpticalCompressor.invoke warm p50 ms, message 150", "value": compressor["at_150"]["p50_ms"],
+                      "target": "<= 50"})
+    if compressor.get("at_end"):
+        table.append({"measure": f"OpticalCompressor.invoke warm p50 ms, message {compressor['messages']}",
+                      "value": compressor["at_end"]["p50_ms"], "target": "<= 100"})
+    return {"chat": chat, "docqa": docqa, "compressor": compressor, "table": table}
