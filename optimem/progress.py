@@ -65,13 +65,21 @@ class RateColumn(ProgressColumn):
         return Text(f"{rate:,.1f} {unit}/s" if rate >= 1 else f"{rate:.2g} {unit}/s", style="progress.data.speed")
 
 
+class KnownTotalBar(BarColumn):
+    """A bar only when there is a total to measure against; no pulsing bar while the total is unknown
+    (the spinner, the count and the rate say that work goes on)."""
+
+    def render(self, task: Task):
+        return Text("") if task.total is None else super().render(task)
+
+
 def progress_bar(*, console: Console | None = None, disable: bool = False, transient: bool = True) -> Progress:
     """A rich Progress on stderr with description, bar, count, rate, elapsed and remaining time."""
     console = console or Console(stderr=True)
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
-        BarColumn(),
+        KnownTotalBar(),
         CountColumn(),
         RateColumn(),
         TimeElapsedColumn(),
