@@ -53,7 +53,6 @@ segments; `Planner` keeps its arrays between turns for incremental planning.
 from __future__ import annotations
 
 import bisect
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -281,9 +280,6 @@ class Plan:
             "page_tokens": self.page_tokens,
             "compression": round(self.compression, 3),
         }
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json())
 
 
 def _find_segment(segments: Sequence[Segment], turn: int) -> int | None:

@@ -7,17 +7,10 @@
   questions about facts from the first turns. Line 0 is the system message.
 - `example_chat_facts.json`: the early facts, `{"question", "answer", "turn"}` where `turn` is the
   0-based line index in example_chat.jsonl (0 = system message) and `answer` is a substring of it.
-- `manual.md`: a fictional water-treatment plant operations manual (~300k characters), every section
-  with its own checkable facts (part numbers, torques, intervals, names, dates).
-- `manual_questions.json`: 60 `{"question", "answer", "section", "needle"}` where `needle` is an exact,
-  unique substring of the manual that contains `answer`, and `section` is the heading text without #s.
 
-Run: python scripts/make_example_data.py [--out DIR] [--manual]   (files are rewritten byte-identically)
+Run: python scripts/make_example_data.py [--out DIR]   (files are rewritten byte-identically)
 
-By default only the two chat files are written. The bundled manual.md / manual_questions.json were
-committed by the document-QA work from scripts/make_manual.py (its recall figures are measured on that
-manual), so this script writes its own manual only with --manual, into --out; swapping it in is a
-decision for the owner of the document-QA benchmark.
+The bundled manual (manual.md, manual_questions.json) comes from scripts/make_manual.py.
 """
 
 from __future__ import annotations
@@ -959,189 +952,6 @@ def build_chat(rng: random.Random) -> tuple[list[dict], list[dict]]:
     return turns, facts
 
 
-# ---------------------------------------------------------------------------------------------------
-# The manual
-# ---------------------------------------------------------------------------------------------------
-
-PLANT = "Halvorsen Ridge Water Treatment Works"
-
-CHAPTERS = [
-    ("Raw Water Intake and Screening", "RW", ["intake gate actuator", "coarse bar screen", "fine band screen",
-     "screen wash pump", "raw water pump", "intake level transmitter", "trash rake", "intake sluice valve"]),
-    ("Coagulation and Flocculation", "CF", ["flash mixer", "flocculator drive", "ferric sulphate dosing pump",
-     "polymer make-up unit", "pH correction dosing skid", "jar-test station", "coagulant day tank", "static mixer"]),
-    ("Clarification and Sedimentation", "CL", ["lamella clarifier", "sludge scraper bridge", "desludge valve",
-     "clarifier launder", "turbidity analyser", "sludge blanket detector", "scum skimmer", "clarifier drain pump"]),
-    ("Rapid Gravity Filtration", "RG", ["filter inlet valve", "filter outlet control valve", "backwash pump",
-     "air scour blower", "filter headloss transmitter", "washwater recovery tank", "filter nozzle block", "filter underdrain"]),
-    ("Disinfection", "DS", ["chlorine gas evaporator", "chlorinator", "chlorine residual analyser", "UV reactor",
-     "contact tank baffle gate", "sodium hypochlorite generator", "leak detector", "vacuum regulator"]),
-    ("Chemical Storage and Handling", "CH", ["bulk acid tank", "caustic soda transfer pump", "lime silo",
-     "lime slaker", "eyewash station", "tanker offloading point", "chemical bund sump pump", "dust extraction fan"]),
-    ("Treated Water Pumping and Storage", "TW", ["high-lift pump", "surge vessel", "treated water reservoir",
-     "reservoir level transmitter", "non-return valve", "variable speed drive", "pump seal water system", "flow meter"]),
-    ("Sludge Treatment", "SL", ["sludge thickener", "centrifuge", "sludge cake conveyor", "polymer dosing pump",
-     "sludge holding tank mixer", "centrate return pump", "cake hopper", "thickener drive"]),
-    ("Electrical Distribution", "EL", ["11 kV ring main unit", "step-down transformer", "main LV switchboard",
-     "standby diesel generator", "automatic transfer switch", "UPS unit", "motor control centre", "capacitor bank"]),
-    ("Instrumentation, Control and SCADA", "IC", ["SCADA server", "PLC rack", "remote telemetry unit",
-     "historian", "operator workstation", "network switch", "pressure transmitter", "calibration bench"]),
-    ("Compressed Air and Building Services", "CA", ["air compressor", "refrigerant air dryer", "air receiver",
-     "HVAC air handling unit", "fire pump", "sump ejector", "overhead crane", "roller shutter door"]),
-    ("Laboratory and Sampling", "LB", ["sample pump", "autosampler", "spectrophotometer", "incubator",
-     "fume cupboard", "deionised water unit", "turbidimeter", "sample cooler"]),
-]
-
-MAKERS = ["Vestergaard Fluidtechnik", "Brannock & Lowe", "Kirova Industrial", "Aldermoor Controls", "Sunnhordland Pumper",
-          "Castellan Valve Co.", "Oakridge Drives", "Mirabel Instruments", "Tessaract Electric", "Hollin Process Systems"]
-FIRST = ["Ingrid", "Tomasz", "Amara", "Lukas", "Sofia", "Declan", "Mei", "Rafael", "Nadia", "Henrik", "Olu", "Keiko",
-         "Bogdan", "Elif", "Marcus", "Saoirse", "Pavel", "Leila", "Anders", "Chiara"]
-LAST = ["Solberg", "Wisniewski", "Okonkwo", "Brandt", "Marchetti", "Fitzgerald", "Zhang", "Alvarez", "Haddad", "Lund",
-        "Adeyemi", "Nakamura", "Popescu", "Yilmaz", "Whitfield", "Byrne", "Novak", "Farahani", "Dahl", "Ricci"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
-LUBES = ["Corvane GX-220", "Tellmark EP-2 grease", "Halden SynGear 320", "Norlube HV-46", "Corvane FoodSafe H1-68",
-         "Vastra Polyurea 2", "Tellmark Turbo 32"]
-
-GENERAL = [
-    "The {eq} is operated from the SCADA overview in normal service; local control is used only for maintenance and commissioning.",
-    "Operators shall record any abnormal noise, vibration or temperature on the {eq} in the shift log before the end of the shift.",
-    "Before any intrusive work on the {eq}, the isolation shall follow the plant permit-to-work procedure in the site safety rules.",
-    "The {eq} was selected for a design life of twenty-five years, with a mid-life refurbishment planned at year twelve.",
-    "Spare parts for the {eq} are held in the main store; the store keeper keeps a minimum stock of one complete wear kit.",
-    "The {eq} is interlocked with the upstream and downstream equipment so that it cannot run against a closed valve.",
-    "Any alarm raised by the {eq} is classified as a priority two alarm unless it is accompanied by a trip of the duty unit.",
-    "The condition of the {eq} is reviewed every quarter at the asset meeting, using the trend data from the historian.",
-    "Where the {eq} is duplicated, the duty and standby units are rotated weekly so that both accumulate similar running hours.",
-    "After maintenance, the {eq} shall be returned to service by the operator on duty, not by the maintenance technician.",
-    "The manufacturer's manual for the {eq} is kept in the technical library; where it conflicts with this manual, this manual prevails.",
-    "Cleaning of the {eq} shall use only the agents approved for drinking-water contact listed in Appendix C.",
-    "The {eq} area is a designated hearing protection zone when the equipment is running at more than half speed.",
-    "Minor adjustments to the {eq} may be made by a trained operator; any change to a setpoint must be logged in the change register.",
-    "The electrical supply to the {eq} is fed from the motor control centre identified on the panel label.",
-    "During extended shutdowns the {eq} shall be rotated by hand once a week to prevent brinelling of the bearings.",
-    "The {eq} shall not be operated with any guard removed, including during fault finding.",
-    "Performance of the {eq} is checked against the commissioning baseline each year and any drift greater than ten percent is investigated.",
-]
-
-FAULTS = [
-    ("high vibration", "worn coupling element or loose foundation bolts", "check alignment and re-torque the foundation"),
-    ("motor trips on overload", "partially closed discharge valve or seized bearing", "confirm valve position, then turn the shaft by hand"),
-    ("no signal at SCADA", "blown fuse in the marshalling panel or failed loop supply", "measure 24 V at the terminals before replacing the instrument"),
-    ("reading drifts slowly", "fouled sensor or expired calibration", "clean the sensor and compare against a portable reference"),
-    ("leak at the gland", "packing worn or over-tightened", "adjust the gland evenly, half a flat at a time"),
-    ("unit fails to start", "permissive missing from the interlock chain", "check the interlock page on SCADA for the open permissive"),
-    ("excessive noise", "cavitation from low suction level", "verify the suction level and strainer differential pressure"),
-    ("overheating", "blocked cooling air path or low oil level", "clear the fan cowl and check the oil sight glass"),
-    ("intermittent alarm", "loose termination or water ingress in the junction box", "inspect the gland plates and re-terminate"),
-    ("low output", "worn impeller or incorrect speed reference", "compare the speed feedback with the setpoint and inspect the wear ring"),
-]
-
-
-def manual_sections(rng: random.Random) -> tuple[str, list[dict]]:
-    used: set[str] = set()
-
-    def unique(make) -> str:
-        # every checkable value appears in one section only, so a question has exactly one right place
-        for _ in range(1000):
-            v = make()
-            if v not in used:
-                used.add(v)
-                return v
-        raise RuntimeError("could not draw a unique value")
-
-    out = [f"# {PLANT}: Operations and Maintenance Manual\n",
-           f"Document HRW-OM-001, revision 7. This manual describes the operation and routine maintenance of the "
-           f"{PLANT}, a 96 megalitre-per-day conventional surface water treatment plant. Each chapter covers one "
-           "process area; each section covers one item of equipment, its specification, its operating limits and its "
-           "maintenance. Values in this manual are site-specific and supersede generic manufacturer data.\n"]
-    sections: list[dict] = []
-    names = [eq for _, _, equipment in CHAPTERS for eq in equipment]
-    assert len(set(names)) == len(names), "equipment names must be unique: questions may name them without a tag"
-    for ci, (chapter, code, equipment) in enumerate(CHAPTERS, start=1):
-        out.append(f"## Chapter {ci}. {chapter}\n")
-        area = f"equipment in the {chapter.lower()} area"
-        out.append(" ".join(s.format(eq=area) for s in rng.sample(GENERAL, 3)).replace("The equipment", "Equipment") + "\n")
-        for si, eq in enumerate(equipment, start=1):
-            tag = unique(lambda: f"{code}-{rng.randint(100, 999)}{rng.choice('ABCD')}")
-            heading = f"{ci}.{si} {eq[0].upper() + eq[1:]} {tag}"
-            maker = rng.choice(MAKERS)
-            model = unique(lambda: f"{maker.split()[0][:3].upper()}-{rng.randint(100, 9999)}")
-            serial = unique(lambda: f"SN {rng.randint(10, 99)}-{rng.randint(100000, 999999)}")
-            part = unique(lambda: f"HR-{rng.randint(1000, 9999)}-{rng.randint(100, 999):03d}")
-            seal_part = unique(lambda: f"HR-{rng.randint(1000, 9999)}-{rng.randint(100, 999):03d}")
-            torque = unique(lambda: f"{rng.randint(12, 420)} N·m")
-            hours = unique(lambda: f"{rng.randint(4, 160) * 250:,} operating hours")
-            weeks = rng.choice([2, 4, 6, 8, 12, 13, 26, 52])
-            engineer = unique(lambda: f"{rng.choice(FIRST)} {rng.choice(LAST)}")
-            commissioned = f"{rng.randint(1, 28)} {rng.choice(MONTHS)} {rng.randint(2004, 2024)}"
-            power = f"{rng.choice([0.37, 0.55, 0.75, 1.1, 1.5, 2.2, 3, 4, 5.5, 7.5, 11, 15, 18.5, 22, 30, 45, 55, 75, 90, 110, 160, 250])} kW"
-            setpoint = unique(lambda: f"{rng.randint(100, 950) / 100:.2f} bar")
-            alarm_temp = rng.randint(55, 95)
-            lube = rng.choice(LUBES)
-            lube_qty = rng.choice([50, 80, 120, 150, 200, 250, 400])
-            cal_interval = rng.choice([3, 6, 12, 24])
-            eqt = f"{eq} {tag}"
-            body = [f"### {heading}\n",
-                    " ".join(s.format(eq=eqt) for s in rng.sample(GENERAL, rng.randint(3, 5))) + "\n",
-                    md_table(["item", "value"], [["Manufacturer", maker], ["Model", model], ["Serial number", serial],
-                                                 ["Rated power", power], ["Commissioned", commissioned],
-                                                 ["Responsible engineer", engineer]]) + "\n"]
-            s_torque = f"Tighten the mounting bolts of the {eqt} to {torque} in a cross pattern, in two passes."
-            s_part = f"The wear kit for the {eqt} is stocked under part number {part}; the seal kit is {seal_part}."
-            s_hours = f"A major overhaul of the {eqt} is due every {hours} or every five years, whichever comes first."
-            s_weeks = f"Routine inspection of the {eqt} is carried out every {weeks} weeks and recorded on work order template WO-{code}-{si:02d}."
-            s_eng = f"{engineer} is the responsible engineer for the {eqt} and approves any change to its settings."
-            s_set = f"The operating pressure setpoint for the {eqt} is {setpoint}; the high-temperature alarm is set at {alarm_temp} °C."
-            s_lube = f"Lubricate the {eqt} with {lube_qty} g of {lube} at each routine inspection."
-            s_comm = f"The {eqt} was commissioned on {commissioned} by {maker}."
-            s_cal = f"Instruments on the {eqt} are calibrated every {cal_interval} months against the reference on the calibration bench."
-            body.append("#### Operation\n")
-            body.append(f"{s_set} " + " ".join(s.format(eq=eqt) for s in rng.sample(GENERAL, 2)) + f" {s_comm}\n")
-            body.append("#### Maintenance\n")
-            steps = [s_weeks, s_lube, s_torque, s_hours, s_cal]
-            rng.shuffle(steps)
-            body.append("\n".join(f"{k}. {s}" for k, s in enumerate(steps, 1)) + "\n")
-            body.append(f"{s_part} " + " ".join(s.format(eq=eqt) for s in rng.sample(GENERAL, 2)) + "\n")
-            body.append("#### Fault finding\n")
-            body.append(md_table(["symptom", "likely cause", "first action"],
-                                 [list(f) for f in rng.sample(FAULTS, rng.randint(2, 4))]) + "\n")
-            body.append("#### Responsibilities\n")
-            body.append(f"{s_eng} " + rng.choice(GENERAL).format(eq=eqt) + "\n")
-            out.extend(body)
-            # one question per fact, paraphrased so that BM25 has to match on the tag and a content word or two
-            # rather than on a copied sentence; the tag alone is shared by the whole section, so the ranker
-            # must still find the right section among ~100 that use the same vocabulary
-            # {ref} is the tag (an easy lexical anchor) or, for every other question, only the equipment's name,
-            # whose words are shared with neighbouring sections ("pump", "valve", "drive")
-            bank = [
-                ("What torque is specified for the mounting bolts on {ref}?", torque, s_torque),
-                ("Which part number should be ordered for a wear kit for {ref}?", part, s_part),
-                ("After how many running hours does {ref} need a major overhaul?", hours, s_hours),
-                ("How often is {ref} inspected?", f"{weeks} weeks", s_weeks),
-                ("Who approves setting changes on {ref}?", engineer, s_eng),
-                ("At what pressure is {ref} normally operated?", setpoint, s_set),
-                ("Which grease or oil is used on {ref}, and how much?", f"{lube_qty} g of {lube}", s_lube),
-                ("When did {ref} go into service?", commissioned, s_comm),
-                ("What is the seal kit part number for {ref}?", seal_part, s_part),
-                ("How frequently are the instruments on {ref} calibrated?", f"{cal_interval} months", s_cal),
-            ]
-            sections.append({"section": heading, "bank": bank, "tag": tag, "name": f"the {eq}"})
-    return "\n".join(out), sections
-
-
-def pick_questions(manual: str, sections: list[dict], n: int = 60) -> list[dict]:
-    step = len(sections) / n
-    out = []
-    for k in range(n):
-        sec = sections[int(k * step)]
-        q, answer, needle = sec["bank"][k % len(sec["bank"])]
-        q = q.format(ref=sec["tag"] if k % 2 == 0 else sec["name"])
-        assert answer in needle and manual.count(needle) == 1, (q, needle)
-        out.append({"question": q, "answer": answer, "section": sec["section"], "needle": needle})
-    return out
-
-
 def write_chat(out: Path) -> None:
     turns, facts = build_chat(random.Random(SEED))
     out.mkdir(parents=True, exist_ok=True)
@@ -1151,24 +961,11 @@ def write_chat(out: Path) -> None:
     (out / "example_chat_facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_manual(out: Path) -> None:
-    manual, sections = manual_sections(random.Random(SEED + 1))
-    questions = pick_questions(manual, sections)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manual.md").write_text(manual, encoding="utf-8")
-    (out / "manual_questions.json").write_text(json.dumps(questions, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=OUT, help="output folder (default optimem/data)")
-    p.add_argument("--manual", action="store_true",
-                   help="also write manual.md and manual_questions.json (the bundled ones come from scripts/make_manual.py, "
-                        "whose committed document-QA results depend on them; see the module docstring)")
     args = p.parse_args(argv)
     write_chat(args.out)
-    if args.manual:
-        write_manual(args.out)
 
 
 if __name__ == "__main__":

@@ -35,12 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     sub = parser.add_subparsers(dest="bench", metavar="NAME")
     for name, help_text in BENCHMARKS.items():
-        try:
-            module = importlib.import_module(f"optimem.bench.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"optimem.bench.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"optimem.bench.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         p.add_argument("--json", action="store_true", help="print the result as one JSON document")
         p.add_argument("--save", metavar="PATH", help="also write the result JSON to PATH")
