@@ -1,7 +1,7 @@
 """The Redis store on a real Redis Cluster (3 masters + 3 replicas on loopback): slots, failover, resharding.
 
-The store contract tests (tests/test_store.py, test_langchain.py) also run on the session-wide cluster
-through the `store_url` fixture; this file has its own cluster because it kills and reshards nodes.
+The store contract tests (tests/test_store.py, test_langchain.py) also run on this session-wide cluster
+(tests/conftest.py) through the `store_url` fixture.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from optimem.store import StoredPage, open_store
 from optimem.store.redis_cluster import parse_cluster_url
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from redis_cluster import start_cluster_or_skip  # tests/redis_cluster.py
-
-    c = start_cluster_or_skip(node_timeout_ms=1000)
-    yield c
-    c.cleanup()
+@pytest.fixture
+def cluster(redis_cluster):
+    """The session's cluster (conftest). The trials below leave it whole: a killed master is restarted
+    and rejoins as a replica, resharded slots stay served, so the store tests that run after these run
+    on a cluster whose topology has changed, as a long-lived client would."""
+    return redis_cluster
 
 
 def test_cluster_url_parsing():

@@ -267,32 +267,35 @@ def failover_trial(cluster, *, durable: int = 0, victim_sessions: int = 3, other
     slot = _slot_of(sessions[0], prefix)
     unkeyed = frozenset({victim_sessions - 1, len(sessions) - 1})
     writers = _Writers(url, sessions, unkeyed=unkeyed).start()
-    time.sleep(before_s)
-    acked_before = sum(len(a) for a in writers.acked)
-    cluster.node(victim).kill()
-    killed = time.monotonic()
-    deadline = killed + max_s
-    promoted = promoted_after = None
-    while time.monotonic() < deadline:
-        try:
-            port = cluster.master_of_slot(slot)
-        except Exception:  # noqa: BLE001 - no live master for the slot yet
-            port = None
-        if port is not None and port != victim:
-            promoted, promoted_after = port, time.monotonic() - killed
-            break
-        time.sleep(0.05)
-    if promoted is not None:
-        cluster.node(victim).start()  # the supervisor brings the dead node back
-    while time.monotonic() < deadline and min(writers.last_ok[:victim_sessions]) <= killed:
-        time.sleep(0.02)
-    resumed = min(writers.last_ok[:victim_sessions]) > killed
-    resumed_after = max(writers.last_ok[:victim_sessions]) - killed if resumed else None
-    time.sleep(after_s)
-    out = writers.finish(url)
-    if not cluster.node(victim).alive:
-        cluster.node(victim).start()
-    cluster.wait_healthy(30)
+    try:
+        time.sleep(before_s)
+        acked_before = sum(len(a) for a in writers.acked)
+        cluster.node(victim).kill()
+        killed = time.monotonic()
+        deadline = killed + max_s
+        promoted = promoted_after = None
+        while time.monotonic() < deadline:
+            try:
+                port = cluster.master_of_slot(slot)
+            except Exception:  # noqa: BLE001 - no live master for the slot yet
+                port = None
+            if port is not None and port != victim:
+                promoted, promoted_after = port, time.monotonic() - killed
+                break
+            time.sleep(0.05)
+        if promoted is not None:
+            cluster.node(victim).start()  # the supervisor brings the dead node back
+        while time.monotonic() < deadline and min(writers.last_ok[:victim_sessions]) <= killed:
+            time.sleep(0.02)
+        # every session of the killed master has taken a write since (polled every 20 ms)
+        resumed_after = time.monotonic() - killed if min(writers.last_ok[:victim_sessions]) > killed else None
+        time.sleep(after_s)
+        out = writers.finish(url)
+    finally:
+        writers.stop.set()
+        if not cluster.node(victim).alive:  # leave the cluster whole for whoever uses it next
+            cluster.node(victim).start()
+        cluster.wait_healthy(30)
     return {"durable": durable, "node_timeout_ms": cluster.nodes[0].node_timeout_ms, "killed_port": victim,
             "promoted_port": promoted, "sessions_on_killed_master": victim_sessions,
             "sessions_elsewhere": other_sessions, "unkeyed_writers": len(unkeyed),
