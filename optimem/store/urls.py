@@ -20,7 +20,8 @@ def default_url() -> str:
 
 
 def open_store(url: str | None = None, *, create: bool = True) -> Store:
-    """A store from its URL: `sqlite:///path.db`, `sqlite://` (in memory), `redis://host:port/db?prefix=..&ttl=..`.
+    """A store from its URL: `sqlite:///path.db`, `sqlite://` (in memory), `redis://host:port/db?prefix=..&ttl=..`,
+    `redis+cluster://host:port,host:port/?prefix=..&durable=N` (Redis Cluster).
 
     Default (None): the SQLite file `~/.local/share/optimem/optimem.db`. With `create=False` (read-only
     callers such as `optimem stats`) a SQLite file that does not exist is a `StoreError` rather than a
@@ -48,4 +49,5 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
         from optimem.store.redis_cluster import RedisClusterStore
 
         return RedisClusterStore(url)
-    raise ConfigError(f"unknown store URL {url!r}: use sqlite:///path.db, sqlite:// or redis://host:port/db")
+    raise ConfigError(f"unknown store URL {url!r}: use sqlite:///path.db, sqlite://, redis://host:port/db or "
+                      "redis+cluster://host:port,host:port/")
