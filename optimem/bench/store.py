@@ -352,6 +352,8 @@ def run(args: argparse.Namespace) -> dict:
             for name, url, pids in (
                 ("1 node", single.url + "?prefix=bench", [single.node.proc.pid]),
                 ("cluster 3+3", cluster.url + "?prefix=bench", [n.proc.pid for n in cluster.nodes]),
+                # what WAIT for one replica costs per write (one more round trip and the replica's ack)
+                ("cluster 3+3 durable=1", cluster.url + "?prefix=benchd&durable=1", [n.proc.pid for n in cluster.nodes]),
             ):
                 r = load(url, pids, writers=w, sessions_per_writer=args.sessions_per_writer,
                          duration=args.duration, warm_turns=args.warm_turns, budget=args.budget, tag=f"w{w}")
