@@ -35,7 +35,9 @@ blurred):
 5. **Filling.** Budget left over goes back, by the same rule run in reverse (most value gained per
    token spent first, newest pages first, older never sharper than newer): pages dropped or coarsened
    in step 4 come back, and with `Policy.fill_budget` (the default) pages are shown sharper than their
-   age floor while the budget holds them; a page dropped by age or `forget` stays dropped.
+   age floor while the budget holds them, and once every shown page is at the sharpest tier, older
+   turns become text too (newest first, while the pages left stay sharpest); a page dropped by age or
+   `forget` stays dropped.
    `fill_budget=False` is the paper's fixed decay: a page is never sharper than its age floor.
 
 Segments never overlap: every turn is *held* by exactly one segment (see `Plan.where`). A turn shown
@@ -318,6 +320,7 @@ class Planner:
         self._firsts: list[int] = []
         self._floor_idx: list[int] = []  # per page, -1 for none
         self._ptext_pre = [0]  # page text-token prefix sums
+        self._spare_text: frozenset[int] = frozenset()  # text this call only because the budget held it
 
     def extend(self, turns: Sequence[TurnInfo] = (), pages: Sequence[PageInfo] = ()) -> None:
         if turns:
@@ -379,7 +382,38 @@ class Planner:
         text_cost = sum(self.turns[i].tokens for i in text) + self.overhead.per_turn * len(text)
         room = available - text_cost
         bounds, age, needed_pre = self._tiers(text, room, now)
+        self._spare_text = frozenset()
+        if pol.fill_budget and self.pages and bounds[1] == 0:
+            # every page is at the sharpest tier and the budget holds more: older turns as text too
+            text, text_cost, bounds, age, needed_pre = self._more_text(text, text_cost, available, now,
+                                                                       (bounds, age, needed_pre))
         return self._emit(budget, available, text, text_cost, bounds, age, needed_pre)
+
+    def _more_text(self, text: set[int], text_cost: int, available: int, now: float | None, planned: tuple):
+        """The most older turns (newest first) that can also be text while every page shown stays at
+        the sharpest tier: a bisection over how many, one tier pass each."""
+        per_turn, turns = self.overhead.per_turn, self.turns
+        cands = [i for i in range(len(turns) - 1, -1, -1) if i not in text]
+        costs = list(accumulate((turns[i].tokens + per_turn for i in cands), initial=0))
+
+        def attempt(k: int):
+            if text_cost + costs[k] > available:
+                return None
+            more = text | set(cands[:k])
+            b, age, needed_pre = self._tiers(more, available - text_cost - costs[k], now)
+            return (more, text_cost + costs[k], b, age, needed_pre) if b[1] == 0 else None
+
+        best = (text, text_cost, *planned)
+        lo, hi = 0, bisect.bisect_right(costs, available - text_cost) - 1  # k = lo fits; hi: the most that could
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            got = attempt(mid)
+            if got is None:
+                hi = mid - 1
+            else:
+                lo, best = mid, got
+        self._spare_text = frozenset(cands[:lo])
+        return best
 
     def _choose_text(self, available: int) -> set[int]:
         pol, turns = self.policy, self.turns
@@ -592,7 +626,9 @@ class Planner:
         # text runs
         for a, z in _runs(text_sorted):
             toks = pre[z + 1] - pre[a]
-            why = {"pinned" if turns[j].pinned else "exact" if turns[j].exact else "recent" for j in range(a, z + 1)}
+            spare = self._spare_text
+            why = {"pinned" if turns[j].pinned else "exact" if turns[j].exact else
+                   "spare budget (this call)" if j in spare else "recent" for j in range(a, z + 1)}
             items.append((a, 1, Segment("text", None, toks + per_turn * (z + 1 - a), range(a, z + 1),
                                         reason=", ".join(sorted(why)))))
             represented += toks

@@ -361,7 +361,7 @@ def test_a_page_straddling_the_text_boundary_and_turns_split_across_pages():
     turns = [TurnInfo(i, 100, pinned=i == 10) for i in range(16)]
     pages = [PageInfo(0, 0, 2, 300), PageInfo(1, 3, 4, 150, partial_last=True), PageInfo(2, 4, 6, 250),
              PageInfo(3, 7, 9, 300), PageInfo(4, 9, 11, 250, partial_last=False), PageInfo(5, 12, 13, 200)]
-    p = plan(turns, pages, 100_000, L, Policy(recent_turns=3))
+    p = plan(turns, pages, 100_000, L, Policy(recent_turns=3, fill_budget=False))
     _check_partition(p, 16, [100] * 16)
     # the newest page draws turns 12-13: 13 is text (recent), 12 is held by the page
     assert p.where(13).kind == "text" and (5, p.where(12).tier) in p.where(13).pages
@@ -380,3 +380,17 @@ def test_squeezed_segments_explain_why():
     turns, pages = make([250] * 300, 3)
     text = plan(turns, pages, 3000, L).explain()
     assert "dropped to fit the budget (this call)" in text
+
+
+def test_spare_budget_beyond_the_sharpest_pages_goes_to_older_turns_as_text():
+    turns, pages = make([300] * 40, 3)  # 12,000 text tokens
+    everything = plan(turns, pages, 20_000, L)
+    assert [s.kind for s in everything.segments] == ["text"] and everything.total_tokens == 12_000
+    assert "spare budget" in everything.explain()
+    strict = plan(turns, pages, 20_000, L, Policy(fill_budget=False))
+    assert any(s.kind == "page" for s in strict.segments)
+    some = plan(turns, pages, 8_000, L)
+    text = {t for s in some.segments if s.kind == "text" for t in s.turns}
+    assert len(text) > 6 and 39 in text and some.total_tokens <= 8_000
+    assert all(t == L.names[0] for _, t in some.page_tiers), "text is added only while pages stay sharpest"
+    assert some.floors() == strict.floors() == plan(turns, pages, 8_000, L, Policy(fill_budget=False)).floors()
