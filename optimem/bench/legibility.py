@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+from pathlib import Path
 
 from optimem.bench.render import ARABIC_WORDS
 from optimem.ladders import DEEPSEEK_OCR_V1
@@ -215,7 +216,8 @@ def _plot(rows: list[dict], path: str, kinds: list[str]) -> None:
     fig.savefig(path, dpi=110)
 
 
-SHEET_TRANSCRIPT = "tests/data/multilingual.jsonl"
+# the repository's multilingual test transcript (the bench runs from a source checkout)
+SHEET_TRANSCRIPT = str(Path(__file__).resolve().parents[2] / "tests" / "data" / "multilingual.jsonl")
 
 
 def contact_sheet(path: str, transcript: str = SHEET_TRANSCRIPT) -> None:
