@@ -441,3 +441,17 @@ def test_sqlite_append_cost_does_not_grow_with_the_session(tmp_path):
     small = min(_p50_append_ms(st, "small") for _ in range(3))
     large = min(_p50_append_ms(st, "large") for _ in range(3))
     assert large < 1.5 * small + 0.05, f"p50 append: {small:.3f} ms at 1k turns, {large:.3f} ms at 100k"
+
+
+def test_langchain_history_reads_back_after_a_pin(url):
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from optimem.langchain import OpticalChatMessageHistory
+
+    h = OpticalChatMessageHistory("lc", url)
+    sent = [HumanMessage("hi", additional_kwargs={"big": 1234567890123456789, "tools": []}, id="m1"),
+            AIMessage("hello", response_metadata={"created": 1764500000.123456789, "empty": {}})]
+    h.add_messages(sent)
+    h.store.set_pinned("lc", 0, True)
+    assert h.messages == sent
