@@ -455,3 +455,34 @@ def test_langchain_history_reads_back_after_a_pin(url):
     h.add_messages(sent)
     h.store.set_pinned("lc", 0, True)
     assert h.messages == sent
+
+
+def test_corrupt_cache_entries_are_discarded_and_re_encoded(tmp_path):
+    """3,000 bit flips and truncations of stored entries through the memory's vision-token cache:
+    no exception, each corrupt entry deleted, and the page's tokens written again."""
+    torch = pytest.importorskip("torch")
+    from optimem.pages import VisionCache
+
+    st = open_store(f"sqlite:///{tmp_path / 'vc.db'}")
+    embeds = torch.arange(64, dtype=torch.float32).reshape(4, 16)
+    good = codec.encode(embeds, model="m", tier="tiny", content_hash="h")
+    key = cache_key("h", "m", "tiny")
+    rng = random.Random(77)
+    discarded = 0
+    for trial in range(3000):
+        b = bytearray(good)
+        if trial % 2:
+            b = b[: rng.randrange(len(b))]
+        else:
+            b[rng.randrange(min(len(b), 200))] ^= 1 << rng.randrange(8)
+        st.put_cache("s", key, bytes(b))
+        cache = VisionCache(st, "s", "m")
+        got = cache.get("h", "tiny")
+        if got is None:
+            discarded += 1
+            assert st.get_cache_blob("s", key) is None
+            cache.put("h", "tiny", embeds)  # what the page encoder does next
+            assert st.get_cache_blob("s", key) == good
+        else:
+            assert torch.equal(got, embeds)
+    assert discarded > 2900
