@@ -107,18 +107,23 @@ def test_compressor_sends_aged_turns_as_images_within_budget(provider):
 def test_second_call_costs_only_new_messages_and_sends_identical_pages():
     msgs = _conversation(100)
     comp = OpticalCompressor(provider="anthropic", budget=8000, thread_id="t")
-    first = comp.invoke(msgs[:90])
+    outs = [comp.invoke(msgs[:90])]
     st = next(iter(comp._threads.values()))
     stored = len(st.keys)
-    second = comp.invoke(msgs[:91])
-    assert len(st.keys) == stored + 1  # one new unit appended, nothing re-added
-    a, b = _images(first)[0].content, _images(second)[0].content
-    same = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        same += 1
-    assert same >= 9  # header and the first pages byte-identical between the calls
+    outs += [comp.invoke(msgs[:n]) for n in (91, 92, 93, 94)]
+    assert len(st.keys) == stored + 4  # one new unit appended per call, nothing re-added
+
+    def same_prefix(a, b):
+        n = 0
+        for x, y in zip(_images(a)[0].content, _images(b)[0].content):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    # header and pages byte-identical between consecutive calls, except when old pages leave (in batches)
+    prefixes = [same_prefix(a, b) for a, b in zip(outs, outs[1:])]
+    assert sum(p >= 9 for p in prefixes) >= 2, prefixes
 
 
 def test_compressor_accepts_what_trim_messages_accepts():

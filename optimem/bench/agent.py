@@ -206,6 +206,12 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
                 page_bytes.append(rep["request_bytes"] / max(rep["images"], 1))
         if i >= turns - 20:
             last_calls_dt.extend(c["dt"] for c in calls[n0:])
+        if (i + 1) % 25 == 0:
+            import sys
+
+            print(f"optimem {provider} {budget}: turn {i + 1}/{turns}, {len(calls)} calls", file=sys.stderr, flush=True)
+        for c in calls[n0:]:
+            c["msgs"] = None  # keep the memory flat over long runs
     last = calls[-1]
     held = last["units"] - last["report"].get("omitted_units", 0)
     return {
@@ -252,8 +258,14 @@ def run_baseline(method: str, provider: str, budget: int, turns: int) -> dict[st
     counter_comp = OpticalCompressor(provider=provider, budget=budget)
     prov = counter_comp.pricing
 
-    def count(msgs) -> int:
-        return counter_comp._measure(list(msgs), [], prov)["tokens"]  # noqa: SLF001 - same accounting as optimem
+    from optimem.langchain.compressor import image_tokens
+    from optimem.langchain.units import image_blocks
+
+    def count(msgs) -> int:  # the compressor's accounting (text estimate + framing + images), without bytes
+        msgs = list(msgs)
+        text = counter_comp._count_text(msgs)  # noqa: SLF001 - same accounting as optimem
+        imgs = sum(image_tokens(b, prov) for m in msgs for b in image_blocks(m))
+        return text + imgs + prov.message_tokens * len(msgs) + prov.request_tokens
 
     calls: list[dict[str, Any]] = []
     tool = make_tool()

@@ -335,6 +335,10 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         planned = text_ids[0] if text_ids else len(committed)
         self._load_pages(st)
         first_text = self._snap(st, planned, len(committed))
+        # the user message that started the current agent turn stays text while its tool loop runs
+        ask = next((i for i in range(len(committed) - 1, -1, -1) if committed[i].role == "user"), None)
+        if ask is not None and ask >= len(committed) - 8:
+            first_text = min(first_text, ask)
         text_ids = list(range(first_text, len(committed)))  # a suffix: no pins or exact turns here
         text_msgs = [m for i in text_ids for m in committed[i].messages]
         plan_tiers = self._monotone(st, {p: s.tier for s in plan.segments if s.kind == "page" for p in s.pages})
@@ -346,7 +350,11 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         else:
             lo = next((i for i in range(len(st.pages)) if st.pages[i][1][-1]["turn"] >= planned), len(st.pages))
             extra_tier = st.mem.backend.ladder.names[-1]
-        lo = max(lo, st.first_page)  # a page left out once stays out (the request's start stays put)
+        if lo > st.first_page and plan_tiers:
+            # pages leave in batches: dropping a quarter more than the plan asks leaves slack, so the
+            # next calls keep the same first page and the request's leading bytes stay the same
+            lo += max(1, (len(st.pages) - lo) // 4)
+        lo = max(lo, st.first_page)  # a page left out once stays out
         entries: list[tuple[int, int, int, str, dict[str, Any]]] = []  # (page, first turn, last turn, tier, block)
         for p in range(lo, len(st.pages)):
             h, spans = st.pages[p]
@@ -485,7 +493,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                 st.masters[mkey] = master
                 while len(st.masters) > 4:
                     st.masters.popitem(last=False)
-            b64 = base64.b64encode(page_png(master, tier, compress_level=1)).decode()
+            b64 = base64.b64encode(page_png(master, tier)).decode()
             st.pngs[key] = b64
             if len(st.pngs) > 512:
                 st.pngs.popitem(last=False)
