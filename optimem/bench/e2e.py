@@ -770,4 +770,50 @@ def run_live(args: argparse.Namespace) -> dict:
     if "live" in parts:
         hist = [h // 16 for h in args.live_histories] if tiny else args.live_histories
         out["live"] = live(model, hist, args.turns, args.budget // (4 if tiny else 1))
+        if args.plots:
+            out["live"]["plot"] = str(live_plot(out["live"], Path(args.plots)))
     return out
+
+
+def live_plot(live_result: dict, out: Path) -> Path:
+    """Per-turn time by phase (stacked bars, median over the measured turns) per history and strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in live_result["turns"] if r.get("measured")]
+    hists = sorted({r["history_tokens"] for r in rows})
+    strategies = ["optimem", "truncate", "prefix", "full"]
+    phases = [("context_ms", "seal + plan + encode"), ("prompt_ms", "prompt"), ("prefill_ms", "prefill"),
+              ("decode_ms", "decode (127 tokens)")]
+    fig, axes = plt.subplots(1, len(hists), figsize=(6 * len(hists), 4.5), squeeze=False)
+    for ax, h in zip(axes[0], hists):
+        bottom = [0.0] * len(strategies)
+        for key, label in phases:
+            vals = []
+            for s in strategies:
+                xs = sorted(r.get(key, 0.0) or 0.0 for r in rows if r["history_tokens"] == h and r["strategy"] == s)
+                vals.append(xs[len(xs) // 2] if xs else 0.0)
+            ax.bar(strategies, vals, bottom=bottom, label=label)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set(title=f"{h // 1024}k-token history: one turn, median (ms)", ylabel="ms")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "e2e_live.png"
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def live_table(summary: list[dict]) -> str:
+    """The README's markdown table of the live run."""
+    head = ("| history | strategy | context tokens | prefilled / turn | context() p50 / p99 ms | TTFT p50 ms | "
+            "decode ms/token | turn p50 / p99 ms | CPU share | KV MiB / session | sessions in GPU |")
+    lines = [head, "|" + "---|" * 11]
+    for r in summary:
+        ctx = f"{r['context_ms_p50']} / {r['context_ms_p99']}" if "context_ms_p50" in r else "-"
+        lines.append(f"| {r['history_tokens']:,} | {r['strategy']} | {r['context_tokens']:,} | {r['prefilled_tokens_mean']:,} | "
+                     f"{ctx} | {r['ttft_ms_p50']} | {r['decode_ms_per_token_p50']} | {r['turn_ms_p50']} / {r['turn_ms_p99']} | "
+                     f"{r['cpu_share_pct']}% | {r['kv_mib_per_session']} | {r['sessions_fit']} |")
+    return "\n".join(lines)

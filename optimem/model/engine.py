@@ -172,6 +172,7 @@ class DecodeEngine:
         self._ids: list[int] = []
         self._images: list[tuple[int, int, Any]] = []
         self._kv_len = 0
+        self._seq_valid = 0  # leading rows of seq / keys that hold the owner's ids and their keys
         self._parked: OrderedDict[Any, _Parked] = OrderedDict()
         self._ngram = (0, None, None)  # (n, window, whitelist) the ban tensors were set up for
         self.capacity = 0
@@ -226,7 +227,7 @@ class DecodeEngine:
         with self._lock:
             self._parked.pop(session, None)
             if self._owner == session:
-                self._owner, self._ids, self._images, self._kv_len = None, [], [], 0
+                self._owner, self._ids, self._images, self._kv_len, self._seq_valid = None, [], [], 0, 0
 
     def _switch(self, session: Any) -> None:
         import torch
@@ -243,6 +244,7 @@ class DecodeEngine:
                 gone, _ = self._parked.popitem(last=False)
                 log.debug("decode engine: released parked session %r", gone)
         self._owner, self._ids, self._images, self._kv_len = session, [], [], 0
+        self._seq_valid = 0
         if parked is not None:
             if parked.n > self.capacity:
                 self._allocate(self._round(parked.n + 1))
@@ -359,6 +361,7 @@ class DecodeEngine:
         if n > _MAX_NGRAM:
             raise ModelError(f"no_repeat_ngram_size {n} is over the engine's limit of {_MAX_NGRAM}")
         self._ngram = key
+        self._seq_valid = 0  # keys were hashed for another n
         m = max(n - 1, 1)
         self._m = m
         ar = torch.arange(m, device=self.device)
@@ -376,13 +379,15 @@ class DecodeEngine:
         """62-bit keys of [..., m] token windows."""
         return ((windows * self._pw1).sum(-1) % _P1) * (1 << 31) + (windows * self._pw2).sum(-1) % _P2
 
-    def _fill_keys(self, length: int) -> None:
-        """keys[e] = hash(seq[e-m:e]) for every e in [m, length): the (n-1)-gram before position e."""
+    def _fill_keys(self, length: int, start: int = 0) -> None:
+        """keys[e] = hash(seq[e-m:e]) for every e in [max(m, start), length): the (n-1)-gram before
+        position e (those before `start` depend only on tokens that did not change)."""
         m = self._m
-        if self._ngram[0] <= 0 or length <= m:
+        lo = max(m, start)
+        if self._ngram[0] <= 0 or length <= lo:
             return
-        windows = self.seq[: length - 1].unfold(0, m, 1)  # windows starting 0..length-1-m
-        self.keys[m:length] = self._hash(windows)
+        windows = self.seq[lo - m : length - 1].unfold(0, m, 1)  # windows starting lo-m..length-1-m
+        self.keys[lo:length] = self._hash(windows)
 
     def _select(self, logits, T: int) -> None:
         """Ban, argmax, append: seq[pos] = token, keys[pos] = hash of the (n-1)-gram before it."""
@@ -482,11 +487,11 @@ class DecodeEngine:
     # -- generation -------------------------------------------------------------------------------------
     def _match(self, ids: list[int], images: list[tuple[int, int, Any]]) -> int:
         """Length of the leading part of `ids` whose KV the working cache holds."""
+        import numpy as np
+
         limit = min(len(ids), self._kv_len)
-        old = self._ids
-        m = 0
-        while m < limit and old[m] == ids[m]:
-            m += 1
+        diff = np.flatnonzero(np.asarray(self._ids[:limit]) != np.asarray(ids[:limit]))
+        m = int(diff[0]) if diff.size else limit
         olds = {s: (e, key) for s, e, key in self._images}
         for s, e, key in images:
             if s >= m:
@@ -537,8 +542,11 @@ class DecodeEngine:
             start = min(self._match(ids, images), P - 1) if reuse else 0
             self.stats = GenerationStats(session=session, prompt_tokens=P, reused_tokens=start, prefill_tokens=P - start,
                                          graphs=self.graphs, capacity=self.capacity)
-            self.seq[:P] = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
-            self._fill_keys(P)
+            # ids and n-gram keys are rewritten only from the first changed position (all of them
+            # after a session switch or an n-gram setting change, which leave other rows there)
+            lo = min(start, self._seq_valid)
+            self.seq[lo:P] = torch.tensor(ids[lo:], dtype=torch.long).to(self.device, non_blocking=True)
+            self._fill_keys(P, lo)
             x = self._embed_tail(ids, images, tensors, start, image_token_id)
             ta = time.perf_counter()
             logits = self._prefill(x, start)
@@ -546,7 +554,7 @@ class DecodeEngine:
                 torch.cuda.synchronize()
             self.stats.setup_s, self.stats.forward_s = ta - t0, time.perf_counter() - ta
             # the state is committed as it grows, so an abandoned stream leaves a consistent cache
-            self._ids, self._images, self._kv_len = list(ids), images, P
+            self._ids, self._images, self._kv_len, self._seq_valid = list(ids), images, P, P
             self.pos.fill_(P)
             out: list[int] = []
             t1 = t0
@@ -560,6 +568,7 @@ class DecodeEngine:
                         t1 = time.perf_counter()
                         self.stats.prefill_s = t1 - t0
                     self._ids.append(tok)
+                    self._seq_valid = len(self._ids)
                     if tok in stops:
                         break
                     out.append(tok)
