@@ -109,6 +109,9 @@ class DocumentMemory:
             raise InputError(f"{path} is empty: nothing to ingest")
         doc_hash = hashlib.sha256(data).hexdigest()[:16]
         doc_id = check_doc_id(doc_id if doc_id is not None else default_doc_id(path))
+        if self.store.count_turns(self.session):
+            raise InputError(f"session {self.session!r} holds a chat (OpticalMemory turns); ingest documents into "
+                             "a session of their own")
         t0 = time.perf_counter()
         rec = self.store.get_docs(self.session).get(doc_id) or self._legacy_record(doc_hash, path.name)
         if rec is not None and rec.get("sha") == doc_hash and not rec.get("pending"):

@@ -247,6 +247,15 @@ class OpticalMemory:
             log.debug("session %s: sealed pages %d-%d", self.session, expect, expect + len(records) - 1)
         return ok
 
+    def forget(self) -> None:
+        """Delete the whole session from the store: turns, pages, floors, cached vision tokens, metadata.
+        The object stays usable and starts an empty session."""
+        with self._lock:
+            self.store.delete_session(self.session)
+            self._planner = None
+            self._synced_turns = 0
+            self._render = None
+
     def restore(self, page: int) -> None:
         """Let a page (and every newer page) be planned sharp again: clears their floors."""
         n = self.store.next_page(self.session)
@@ -278,6 +287,9 @@ class OpticalMemory:
             if new_turns:
                 planner.extend(self._turn_infos(new_turns))
                 self._planned_turns += len(new_turns)
+            if any("doc_id" in p.meta or "doc" in p.meta for p in snap.pages):
+                raise InputError(f"session {self.session!r} holds ingested documents (DocumentMemory); a chat "
+                                 "memory needs a session of its own")
             new_pages = [p for p in snap.pages if p.spans[-1]["turn"] < self._planned_turns]
             new_pages = new_pages[: next((k for k, p in enumerate(new_pages) if p.index != self._planned_pages + k),
                                          len(new_pages))]
@@ -466,6 +478,9 @@ class OpticalMemory:
 
     async def aunpin(self, turn_id: int) -> None:
         await asyncio.to_thread(self.unpin, turn_id)
+
+    async def aforget(self) -> None:
+        await asyncio.to_thread(self.forget)
 
     async def arestore(self, page: int) -> None:
         await asyncio.to_thread(self.restore, page)

@@ -180,3 +180,26 @@ def test_a_large_turn_is_sealed_in_bounded_memory(tmp_path):
     p.join(30)
     assert sealed >= 60
     assert grown_mb < 30, f"sealing {sealed} pages grew the process by {grown_mb:.0f} MB"
+
+
+def test_forget_the_session_and_chat_and_documents_stay_apart(tmp_path):
+    from optimem.docqa import DocumentMemory
+
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    mem = OpticalMemory("chat", url)
+    rng = random.Random(2)
+    for _ in range(30):
+        mem.add("user", _text(rng, 120))
+    mem.context(3000)
+    assert mem.store.next_page("chat") > 0
+    doc = tmp_path / "d.md"
+    doc.write_text("a document line\n" * 200)
+    with pytest.raises(InputError, match="chat"):
+        DocumentMemory("chat", url).ingest(doc)
+    DocumentMemory("docs", url).ingest(doc)
+    with pytest.raises(InputError, match="documents"):
+        OpticalMemory("docs", url).context(3000)
+    mem.forget()
+    assert mem.store.list_sessions() == ["docs"] and mem.turns() == []
+    mem.add("user", "a fresh start")
+    assert mem.context(3000).turns[0].content == "a fresh start"
