@@ -486,3 +486,28 @@ def test_corrupt_cache_entries_are_discarded_and_re_encoded(tmp_path):
         else:
             assert torch.equal(got, embeds)
     assert discarded > 2900
+
+
+def test_sqlite_open_waits_for_a_locked_new_file(tmp_path):
+    """Opening a store (WAL set-up, schema) while another connection holds the database locked waits
+    within the busy timeout instead of failing."""
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE x (a)")
+    holder.execute("BEGIN EXCLUSIVE")
+    opened: list = []
+
+    def open_it() -> None:
+        try:
+            st = open_store(f"sqlite:///{path}")
+            st.append_turns("s", [{"role": "user", "content": "x"}])
+            opened.append(st.count_turns("s"))
+        except Exception as exc:  # noqa: BLE001
+            opened.append(exc)
+
+    t = threading.Thread(target=open_it)
+    t.start()
+    time.sleep(0.5)
+    holder.execute("COMMIT")
+    t.join(30)
+    assert opened == [1]
