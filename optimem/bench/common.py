@@ -10,7 +10,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
-_PACKAGES = ("optimem", "numpy", "pillow", "freetype-py", "torch", "transformers", "redis", "tokenizers")
+_PACKAGES = ("optimem", "numpy", "pillow", "freetype-py", "uharfbuzz", "python-bidi", "manimgx-fonts", "torch",
+             "transformers", "redis", "tokenizers", "bm25s", "langchain-core", "langchain")
 
 
 def machine() -> dict[str, Any]:
