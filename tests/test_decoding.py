@@ -171,6 +171,11 @@ def test_stream_pieces_join_to_the_text(model, pages):
     pieces = list(model.stream_text({"input_ids": ids, "image_embeds": pages}, max_new_tokens=20, eos_token_id=NO_EOS))
     text = model.generate_text({"input_ids": ids, "image_embeds": pages}, max_new_tokens=20, eos_token_id=NO_EOS)
     assert "".join(pieces) == text and len(pieces) > 1
+    # a prompt dict may carry the KV session and page keys (what the backend passes)
+    keyed = {"input_ids": ids, "image_embeds": pages, "session": "dict", "image_keys": ["p0", "p1"]}
+    assert model.generate_text(keyed, max_new_tokens=20, eos_token_id=NO_EOS) == text
+    model.generate_text(keyed, max_new_tokens=2, eos_token_id=NO_EOS)
+    assert model.last_generation.session == "dict" and model.last_generation.reused_tokens == len(ids) - 1
     assert not any(p.endswith("\ufffd") for p in pieces[:-1])
 
 
@@ -237,3 +242,27 @@ def test_expert_kernel_matches_the_torch_gather():
     assert torch.allclose(moe_kernel.expert_gemv(w, x, idx, shared_input=True).float(), ref, rtol=1e-2, atol=1e-2)
     ref2 = torch.einsum("knj,kj->kn", w[idx].float(), xs.float())
     assert torch.allclose(moe_kernel.expert_gemv(w, xs, idx, shared_input=False).float(), ref2, rtol=1e-2, atol=1e-2)
+
+
+def test_e2e_live_bench_runs_the_product_on_a_tiny_model(tmp_path):
+    """`optimem bench e2e` live part on CPU: every strategy, every phase recorded, optimem's context
+    within its budget, the prefix strategy reusing the previous turn's KV."""
+    import argparse
+
+    from optimem.bench import e2e
+
+    p = argparse.ArgumentParser()
+    e2e.add_arguments(p)
+    args = p.parse_args(["--tiny", "--parts", "live", "--live-histories", "4096", "--turns", "1",
+                         "--reply-tokens", "3", "--plots", str(tmp_path)])
+    out = e2e.run(args)["live"]
+    rows = [r for r in out["turns"] if r.get("measured")]
+    assert {r["strategy"] for r in rows} == {"optimem", "prefix", "full", "truncate"}
+    opt = next(r for r in rows if r["strategy"] == "optimem")
+    assert {"seal_ms", "plan_ms", "encode_ms", "prompt_ms", "prefill_ms", "decode_ms"} <= set(opt)
+    assert opt["context_tokens"] <= 4096 // 4 and opt["decode_ms_per_token"] is not None
+    prefix = next(r for r in rows if r["strategy"] == "prefix")
+    assert prefix["reused_tokens"] > 0 and prefix["prefill_tokens"] < prefix["context_tokens"]
+    assert next(r for r in rows if r["strategy"] == "full")["reused_tokens"] == 0
+    assert "| optimem |" in e2e.live_table(out["summary"])
+    assert (tmp_path / "e2e_live.png").stat().st_size > 1000

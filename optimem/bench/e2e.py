@@ -45,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--live-histories", nargs="+", type=int, default=[32768, 131072])
     p.add_argument("--turns", type=int, default=6, help="turns measured per history and strategy (live)")
     p.add_argument("--budget", type=int, default=8192, help="optimem's context budget (live)")
+    p.add_argument("--reply-tokens", type=int, default=REPLY_TOKENS, help="tokens generated per turn (live)")
     p.add_argument("--measure-curves", metavar="OUT", help="measure GPU cost curves into OUT (JSON)")
     p.add_argument("--curves", metavar="FILE", help="projection: replay with curves measured earlier")
     p.add_argument("--histories", nargs="+", type=int, default=[8192, 32768, 131072])
@@ -618,7 +619,7 @@ def _timed(model, fn):
     return out, 1000 * (time.perf_counter() - t)
 
 
-def live(model, histories: list[int], turns: int, budget: int) -> dict:
+def live(model, histories: list[int], turns: int, budget: int, reply_tokens: int = REPLY_TOKENS) -> dict:
     """The product turn by turn: per history, the last `turns` user turns of the cycled conversation
     (the turns before them are added without model calls; one untimed turn before the measured ones
     sets up each strategy's state), each strategy through the same decode engine, 128-token replies:
@@ -652,7 +653,7 @@ def live(model, histories: list[int], turns: int, budget: int) -> dict:
             lo = 0
             if truncate:
                 used, lo = 0, upto
-                while lo > 0 and used + len(pieces[lo - 1]) + len(tail) + 1 <= budget - REPLY_TOKENS:
+                while lo > 0 and used + len(pieces[lo - 1]) + len(tail) + 1 <= budget - reply_tokens:
                     lo -= 1
                     used += len(pieces[lo])
             return [0] + [i for p in pieces[lo:upto] for i in p] + tail
@@ -672,13 +673,13 @@ def live(model, histories: list[int], turns: int, budget: int) -> dict:
                 if mem is not None:
                     mem.add("user", conv[2 * u]["content"])
                     _, row["seal_ms"] = _timed(model, mem.sync)
-                    ctx, row["plan_ms"] = _timed(model, lambda: mem.context(budget, reserve=REPLY_TOKENS, encode=False))
+                    ctx, row["plan_ms"] = _timed(model, lambda: mem.context(budget, reserve=reply_tokens, encode=False))
                     _, row["encode_ms"] = _timed(model, lambda: mem.encode_pages(ctx.pages))
                     (ids, embeds, keys), row["prompt_ms"] = _timed(model, lambda: _native_prompt(mem, ctx))
                     row["pages"] = len(ctx.pages)
                 else:
                     ids, row["prompt_ms"] = _timed(model, lambda: text_prompt(u, strategy == "truncate"))
-                n_new = REPLY_TOKENS if u > first else 1
+                n_new = reply_tokens if u > first else 1
                 _, gen_ms = _timed(model, lambda: model.generate(
                     ids, embeds, max_new_tokens=n_new, eos_token_id=-1, session=session,
                     reuse=session is not None, image_keys=keys))
@@ -705,7 +706,8 @@ def live(model, histories: list[int], turns: int, budget: int) -> dict:
             if model.device.type == "cuda":
                 torch.cuda.empty_cache()
         rows.append({"history_tokens": H, "strategy": "_conversation", "turns": len(conv), "text_tokens": hist_tokens})
-    return {"turns": rows, "summary": _live_summary(rows, model)}
+    return {"turns": rows, "summary": _live_summary(rows, model, reply_tokens), "reply_tokens": reply_tokens,
+            "budget": budget}
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -714,7 +716,7 @@ def _pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(xs, q)), 2) if xs else float("nan")
 
 
-def _live_summary(rows: list[dict], model) -> list[dict]:
+def _live_summary(rows: list[dict], model, reply_tokens: int = REPLY_TOKENS) -> list[dict]:
     import torch
 
     kv_tok = model.engine.kv_bytes_per_token
@@ -727,7 +729,7 @@ def _live_summary(rows: list[dict], model) -> list[dict]:
     keys = sorted({(r["history_tokens"], r["strategy"]) for r in rows if r.get("measured")})
     for h, s in keys:
         rs = [r for r in rows if r.get("measured") and r["history_tokens"] == h and r["strategy"] == s]
-        ctx = max(r["context_tokens"] for r in rs) + REPLY_TOKENS
+        ctx = max(r["context_tokens"] for r in rs) + reply_tokens
         kv = ctx * kv_tok
         row = {"history_tokens": h, "strategy": s, "turns_measured": len(rs),
                "context_tokens": round(sum(r["context_tokens"] for r in rs) / len(rs)),
@@ -769,7 +771,7 @@ def run_live(args: argparse.Namespace) -> dict:
         out["decode_profile"] = decode_profile(model, 8192 if not tiny else 128)
     if "live" in parts:
         hist = [h // 16 for h in args.live_histories] if tiny else args.live_histories
-        out["live"] = live(model, hist, args.turns, args.budget // (4 if tiny else 1))
+        out["live"] = live(model, hist, args.turns, args.budget // (4 if tiny else 1), args.reply_tokens)
         if args.plots:
             out["live"]["plot"] = str(live_plot(out["live"], Path(args.plots)))
     return out

@@ -163,12 +163,15 @@ class DecoderMixin:
         return out
 
     def generate_text(self, inputs: dict[str, Any], *, max_new_tokens: int = 256, **kwargs: Any) -> str:
-        ids = self.generate(inputs["input_ids"], inputs["image_embeds"], max_new_tokens=max_new_tokens, **kwargs)
+        """`inputs`: input_ids, image_embeds, and optionally session and image_keys (see `generate`)."""
+        ids = self.generate(inputs["input_ids"], inputs["image_embeds"], max_new_tokens=max_new_tokens,
+                            **_engine_inputs(inputs), **kwargs)
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def stream_text(self, inputs: dict[str, Any], *, max_new_tokens: int = 256, **kwargs: Any) -> Iterator[str]:
         """`generate_text` as pieces (what `Backend.stream` yields)."""
-        return self.stream(inputs["input_ids"], inputs["image_embeds"], max_new_tokens=max_new_tokens, **kwargs)
+        return self.stream(inputs["input_ids"], inputs["image_embeds"], max_new_tokens=max_new_tokens,
+                           **_engine_inputs(inputs), **kwargs)
 
     def ocr(self, image: Any, tier: str = "small", *, max_new_tokens: int = 2048) -> str:
         """Read a page back to text with the reference's "Free OCR." prompt (plain format:
@@ -178,6 +181,11 @@ class DecoderMixin:
             self.tokenizer.encode("\nFree OCR.", add_special_tokens=False).ids
         out = self.generate(ids, [emb], max_new_tokens=max_new_tokens, session=None)
         return self.tokenizer.decode(out, skip_special_tokens=True)
+
+
+def _engine_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The optional engine arguments a prompt dict may carry: the KV session and per-page keys."""
+    return {k: inputs[k] for k in ("session", "image_keys") if inputs.get(k) is not None}
 
 
 def _banned_ngrams(seq: list[int], n: int) -> list[int]:
