@@ -441,6 +441,18 @@ def test_sqlite_append_cost_does_not_grow_with_the_session(tmp_path):
     small = min(_p50_append_ms(st, "small") for _ in range(3))
     large = min(_p50_append_ms(st, "large") for _ in range(3))
     assert large < 1.5 * small + 0.05, f"p50 append: {small:.3f} ms at 1k turns, {large:.3f} ms at 100k"
+    st.set_pinned("large", 7, True)
+
+    def snap_ms(session: str) -> float:  # what every sync and plan reads first
+        times = []
+        for _ in range(60):
+            t = time.perf_counter()
+            st.snapshot(session, turns_from=1 << 62, pages_from=1 << 62)
+            times.append(time.perf_counter() - t)
+        return sorted(times)[30] * 1000
+
+    small, large = min(snap_ms("small") for _ in range(3)), min(snap_ms("large") for _ in range(3))
+    assert large < 1.5 * small + 0.05, f"p50 snapshot: {small:.3f} ms at 1k turns, {large:.3f} ms at 100k"
 
 
 def test_langchain_history_reads_back_after_a_pin(url):

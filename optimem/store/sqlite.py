@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS docs (session TEXT NOT NULL, id TEXT NOT NULL, record
     PRIMARY KEY (session, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cache (session TEXT NOT NULL, key TEXT NOT NULL, blob BLOB NOT NULL,
     PRIMARY KEY (session, key));
+-- a snapshot reads every pin and floor of a session: partial indexes keep that independent of its length
+CREATE INDEX IF NOT EXISTS turns_pinned ON turns (session, id) WHERE pinned = 1;
+CREATE INDEX IF NOT EXISTS pages_floored ON pages (session, idx) WHERE floor IS NOT NULL;
 """
 _TABLES = (("turns", "session"), ("turn_keys", "session"), ("pages", "session"), ("page_counter", "session"),
            ("docs", "session"), ("cache", "session"), ("sessions", "id"))
@@ -424,7 +427,8 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> Snapshot:
             row = conn.execute("SELECT meta FROM sessions WHERE id = ?", (session,)).fetchone()
             (n_turns,) = conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM turns WHERE session = ?", (session,)).fetchone()
-            pinned = frozenset(r[0] for r in conn.execute("SELECT id FROM turns WHERE session = ? AND pinned = 1", (session,)))
+            pinned = frozenset(r[0] for r in conn.execute(  # the partial index: SQLite would scan the session
+                "SELECT id FROM turns INDEXED BY turns_pinned WHERE session = ? AND pinned = 1", (session,)))
             floors = dict(conn.execute("SELECT idx, floor FROM pages WHERE session = ? AND floor IS NOT NULL", (session,)))
             return Snapshot(json.loads(row[0]) if row else {}, n_turns, self._next_page(conn, session),
                             self._turns(conn, session, turns_from, None), self._pages(conn, session, pages_from, None, False),
