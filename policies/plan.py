@@ -628,7 +628,7 @@ class Planner:
             toks = pre[z + 1] - pre[a]
             spare = self._spare_text
             why = {"pinned" if turns[j].pinned else "exact" if turns[j].exact else
-                   "spare budget (this call)" if j in spare else "recent" for j in range(a, z + 1)}
+                   "spare budget" if j in spare else "recent" for j in range(a, z + 1)}
             items.append((a, 1, Segment("text", None, toks + per_turn * (z + 1 - a), range(a, z + 1),
                                         reason=", ".join(sorted(why)))))
             represented += toks

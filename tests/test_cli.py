@@ -214,7 +214,7 @@ def test_langchain_roles_are_accepted_the_same_way_everywhere(capsys, tmp_path):
 
 # -- plan --------------------------------------------------------------------------------------------
 def test_plan_explanation_lists_each_turn_once_and_prints_honest_ratios(capsys, chat):
-    from policies import Ladder, PageInfo, TierCost, TurnInfo, plan
+    from policies import Ladder, PageInfo, Policy, TierCost, TurnInfo, plan
 
     rc, out, _ = cli(capsys, "plan", str(BUNDLED), "--budget", "8000", "--json")
     assert rc == 0
@@ -231,7 +231,8 @@ def test_plan_explanation_lists_each_turn_once_and_prints_honest_ratios(capsys, 
     rc, out, _ = cli(capsys, "plan", str(chat), "--budget", "2000")
     assert "(no page shown)" in out and "0.0x" not in out
     ladder = Ladder((TierCost("large", 421, 0.99), TierCost("tiny", 73, 0.86)))
-    p = plan([TurnInfo(i, 5) for i in range(10)], [PageInfo(0, 0, 7, 40)], 4000, ladder)
+    p = plan([TurnInfo(i, 5) for i in range(10)], [PageInfo(0, 0, 7, 40)], 4000, ladder,
+             Policy(fill_budget=False))  # the default would show these turns as text: the budget holds them
     assert "(0.095x, the images cost more than their text)" in p.explain()
 
 
