@@ -256,7 +256,7 @@ def _leftovers(st, session: str) -> int:
         return len(list(st.client.scan_iter(match=f"{st.prefix}:{{{session}}}:*")))
     conn = sqlite3.connect(st._target)
     n = 0
-    for table, col in (("turns", "session"), ("turn_keys", "session"), ("pages", "session"),
+    for table, col in (("turns", "session"), ("turn_keys", "session"), ("pages", "session"), ("page_png", "session"),
                        ("page_counter", "session"), ("docs", "session"), ("cache", "session"), ("sessions", "id")):
         n += conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {col} = ?", (session,)).fetchone()[0]
     return n
@@ -523,3 +523,16 @@ def test_sqlite_open_waits_for_a_locked_new_file(tmp_path):
     holder.execute("COMMIT")
     t.join(30)
     assert opened == [1]
+
+
+def test_sqlite_reads_pages_written_before_pngs_had_their_own_table(tmp_path):
+    path = tmp_path / "legacy.db"
+    st = open_store(f"sqlite:///{path}")
+    st.put_pages("s", [_page(0)])
+    conn = sqlite3.connect(path)  # what the previous schema wrote: the PNG inside the page row
+    conn.execute("INSERT INTO pages (session, idx, spans, text, text_tokens, hash, png, floor, meta) "
+                 "VALUES ('s', 1, '[]', 'old', 3, 'hold', ?, 'tiny', '{}')", (b"\x89PNGold",))
+    conn.commit()
+    pages = open_store(f"sqlite:///{path}").get_pages("s")
+    assert [p.png for p in pages] == [_page(0).png, b"\x89PNGold"] and pages[1].floor == "tiny"
+    assert st.stats("s")["png_bytes"] == len(_page(0).png) + len(b"\x89PNGold")

@@ -53,11 +53,19 @@ CREATE TABLE IF NOT EXISTS docs (session TEXT NOT NULL, id TEXT NOT NULL, record
     PRIMARY KEY (session, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cache (session TEXT NOT NULL, key TEXT NOT NULL, blob BLOB NOT NULL,
     PRIMARY KEY (session, key));
--- a snapshot reads every pin and floor of a session: partial indexes keep that independent of its length
+-- PNG masters apart from the page records: a column stored after a large blob costs a walk through
+-- the blob's overflow pages, so records read without PNGs (every plan) stay small. Pages written
+-- before this table existed keep their PNG in pages.png, read as a fallback.
+CREATE TABLE IF NOT EXISTS page_png (session TEXT NOT NULL, idx INTEGER NOT NULL, png BLOB NOT NULL,
+    PRIMARY KEY (session, idx));
+-- a snapshot reads every pin and floor of a session: partial (covering) indexes keep that independent
+-- of its length
 CREATE INDEX IF NOT EXISTS turns_pinned ON turns (session, id) WHERE pinned = 1;
-CREATE INDEX IF NOT EXISTS pages_floored ON pages (session, idx) WHERE floor IS NOT NULL;
+DROP INDEX IF EXISTS pages_floored;
+CREATE INDEX IF NOT EXISTS pages_floors ON pages (session, idx, floor) WHERE floor IS NOT NULL;
 """
-_TABLES = (("turns", "session"), ("turn_keys", "session"), ("pages", "session"), ("page_counter", "session"),
+_TABLES = (("turns", "session"), ("turn_keys", "session"), ("pages", "session"), ("page_png", "session"),
+           ("page_counter", "session"),
            ("docs", "session"), ("cache", "session"), ("sessions", "id"))
 _PAGE_UPSERT = (
     "INSERT INTO pages (session, idx, spans, text, text_tokens, hash, png, floor, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -65,6 +73,8 @@ _PAGE_UPSERT = (
     "text_tokens = excluded.text_tokens, hash = excluded.hash, png = excluded.png, meta = excluded.meta, "
     "floor = COALESCE(excluded.floor, pages.floor)"  # rewriting a page never sharpens its floor
 )
+_PNG_UPSERT = "INSERT OR REPLACE INTO page_png (session, idx, png) VALUES (?, ?, ?)"
+_FLOORS_SQL = "SELECT idx, floor FROM pages INDEXED BY pages_floors WHERE session = ? AND floor IS NOT NULL"
 
 
 def _retry_busy(fn, timeout: float):
@@ -232,7 +242,13 @@ class SQLiteStore:
     @staticmethod
     def _page_rows(session: str, pages: list[StoredPage]) -> list[tuple]:
         return [(session, int(p.index), dump_json(p.spans, f"page {p.index} spans"), p.text, int(p.text_tokens),
-                 p.content_hash, p.png or b"", p.floor, dump_json(p.meta, f"page {p.index} meta")) for p in pages]
+                 p.content_hash, p, p.floor, dump_json(p.meta, f"page {p.index} meta")) for p in pages]
+
+    @staticmethod
+    def _write_pages(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+        """Page records (an empty pages.png) and their PNGs in page_png; `rows` from `_page_rows`."""
+        conn.executemany(_PAGE_UPSERT, [(*r[:6], b"", *r[7:]) for r in rows])
+        conn.executemany(_PNG_UPSERT, [(r[0], r[1], r[6].png or b"") for r in rows])
 
     @staticmethod
     def _merge_meta(conn: sqlite3.Connection, session: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +284,7 @@ class SQLiteStore:
 
         def op(conn: sqlite3.Connection) -> None:
             self._ensure_session(conn, session)
-            conn.executemany(_PAGE_UPSERT, rows)
+            self._write_pages(conn, rows)
             if rows:
                 self._set_next_page(conn, session, max(self._next_page(conn, session), max(r[1] for r in rows) + 1))
             if meta is not None:
@@ -290,7 +306,7 @@ class SQLiteStore:
             self._ensure_session(conn, session)
             if self._next_page(conn, session) != expect:
                 return False
-            conn.executemany(_PAGE_UPSERT, rows)
+            self._write_pages(conn, rows)
             self._set_next_page(conn, session, expect + len(rows))
             if meta is not None:
                 self._merge_meta(conn, session, meta)
@@ -319,9 +335,14 @@ class SQLiteStore:
     @staticmethod
     def _pages(conn, session: str, start: int, stop: int | None, with_png: bool) -> list[StoredPage]:
         stop = (1 << 62) if stop is None else stop
-        cols = "idx, spans, text, text_tokens, hash, floor, meta" + (", png" if with_png else "")
-        rows = conn.execute(f"SELECT {cols} FROM pages WHERE session = ? AND idx >= ? AND idx < ? ORDER BY idx",
-                            (session, start, stop)).fetchall()
+        if with_png:
+            rows = conn.execute(
+                "SELECT p.idx, p.spans, p.text, p.text_tokens, p.hash, p.floor, p.meta, COALESCE(q.png, p.png) "
+                "FROM pages p LEFT JOIN page_png q ON q.session = p.session AND q.idx = p.idx "
+                "WHERE p.session = ? AND p.idx >= ? AND p.idx < ? ORDER BY p.idx", (session, start, stop)).fetchall()
+        else:
+            rows = conn.execute("SELECT idx, spans, text, text_tokens, hash, floor, meta FROM pages "
+                                "WHERE session = ? AND idx >= ? AND idx < ? ORDER BY idx", (session, start, stop)).fetchall()
         return [StoredPage(r[0], json.loads(r[1]), r[2], r[3], r[4], bytes(r[7]) if with_png else None, r[5],
                            json.loads(r[6])) for r in rows]
 
@@ -342,6 +363,7 @@ class SQLiteStore:
             if row is None:
                 continue
             conn.execute("DELETE FROM pages WHERE session = ? AND idx = ?", (session, int(i)))
+            conn.execute("DELETE FROM page_png WHERE session = ? AND idx = ?", (session, int(i)))
             gone += 1
             if conn.execute("SELECT 1 FROM pages WHERE session = ? AND hash = ? LIMIT 1", (session, row[0])).fetchone() is None:
                 conn.execute("DELETE FROM cache WHERE session = ? AND key >= ? AND key < ?", (session, row[0] + "|", row[0] + "}"))
@@ -391,7 +413,7 @@ class SQLiteStore:
 
     def get_floors(self, session: str) -> dict[int, str]:
         check_session(session)
-        return dict(self._read("SELECT idx, floor FROM pages WHERE session = ? AND floor IS NOT NULL", (session,)))
+        return dict(self._read(_FLOORS_SQL, (session,)))
 
     # -- metadata -----------------------------------------------------------------------------------
     def get_meta(self, session: str) -> dict[str, Any]:
@@ -429,7 +451,7 @@ class SQLiteStore:
             (n_turns,) = conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM turns WHERE session = ?", (session,)).fetchone()
             pinned = frozenset(r[0] for r in conn.execute(  # the partial index: SQLite would scan the session
                 "SELECT id FROM turns INDEXED BY turns_pinned WHERE session = ? AND pinned = 1", (session,)))
-            floors = dict(conn.execute("SELECT idx, floor FROM pages WHERE session = ? AND floor IS NOT NULL", (session,)))
+            floors = dict(conn.execute(_FLOORS_SQL, (session,)))
             return Snapshot(json.loads(row[0]) if row else {}, n_turns, self._next_page(conn, session),
                             self._turns(conn, session, turns_from, None), self._pages(conn, session, pages_from, None, False),
                             floors, pinned)
@@ -450,7 +472,7 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> None:
             self._ensure_session(conn, session)
             self._drop_pages(conn, session, list(drop_pages))
-            conn.executemany(_PAGE_UPSERT, rows)
+            self._write_pages(conn, rows)
             if rows:
                 self._set_next_page(conn, session, max(self._next_page(conn, session), max(r[1] for r in rows) + 1))
             conn.execute("INSERT OR REPLACE INTO docs (session, id, record) VALUES (?, ?, ?)", (session, doc_id, text))
@@ -510,6 +532,8 @@ class SQLiteStore:
 
         def op(conn: sqlite3.Connection) -> dict[str, Any]:
             (turns,) = conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM turns WHERE session = ?", (session,)).fetchone()
+            (png_bytes,) = conn.execute("SELECT COALESCE(SUM(LENGTH(png)), 0) FROM page_png WHERE session = ?",
+                                        (session,)).fetchone()
             pages = conn.execute("SELECT COUNT(*), COALESCE(SUM(text_tokens), 0), COALESCE(SUM(LENGTH(png)), 0) "
                                  "FROM pages WHERE session = ?", (session,)).fetchone()
             floors = dict(conn.execute("SELECT COALESCE(floor, 'none'), COUNT(*) FROM pages WHERE session = ? GROUP BY floor",
@@ -518,7 +542,7 @@ class SQLiteStore:
                                  (session,)).fetchone()
             (docs,) = conn.execute("SELECT COUNT(*) FROM docs WHERE session = ?", (session,)).fetchone()
             return {"session": session, "turns": turns, "pages": pages[0], "page_text_tokens": pages[1],
-                    "png_bytes": pages[2], "pages_by_floor": floors, "cache_entries": cache[0], "cache_bytes": cache[1],
+                    "png_bytes": pages[2] + png_bytes, "pages_by_floor": floors, "cache_entries": cache[0], "cache_bytes": cache[1],
                     "documents": docs}
 
         return self._read_tx(op)
