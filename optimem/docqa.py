@@ -304,7 +304,9 @@ class DocumentMemory:
         turns = [TurnInfo(i, stored[p].text_tokens) for i, (p, _) in enumerate(order)]
         turns.append(TurnInfo(len(order), count_tokens(question) + 16))
         pages = [PageInfo(i, i, i, stored[p].text_tokens) for i, (p, _) in enumerate(order)]
-        planner = Planner(self.backend.ladder.costs, Policy(recent_turns=1, schedule=Schedule("turns", ())))
+        # fill_budget=False: these "turns" stand for pages, whose text the prompt never carries as text
+        planner = Planner(self.backend.ladder.costs,
+                          Policy(recent_turns=1, schedule=Schedule("turns", ()), fill_budget=False))
         planner.extend(turns, pages)
         plan = planner.plan(budget - max_new_tokens)
         tiers = plan.tiers()
