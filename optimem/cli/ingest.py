@@ -31,5 +31,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(f"{report.source}: {report.pages} pages ({report.new_pages} new, {report.pages_without_text} without a "
-              f"text layer) in {report.seconds} s -> session {args.session}")
+              f"text layer) in {report.seconds} s -> session {args.session}, document {report.doc_id}"
+              + (f" (replaced {report.replaced_pages} pages of its previous version)" if report.replaced_pages else ""))
     return 0
