@@ -113,7 +113,8 @@ class DocumentMemory:
             raise InputError(f"session {self.session!r} holds a chat (OpticalMemory turns); ingest documents into "
                              "a session of their own")
         t0 = time.perf_counter()
-        rec = self.store.get_docs(self.session).get(doc_id) or self._legacy_record(doc_hash, path.name)
+        current = self.store.get_docs(self.session).get(doc_id)  # every write below is conditional on it
+        rec = current or self._legacy_record(doc_hash, path.name)
         if rec is not None and rec.get("sha") == doc_hash and not rec.get("pending"):
             return IngestReport(str(path), doc_hash, int(rec.get("pages", 0)), 0, int(rec.get("pages_without_text", 0)),
                                 round(time.perf_counter() - t0, 3), doc_id)
@@ -128,12 +129,14 @@ class DocumentMemory:
         batch: list[StoredPage] = []
 
         def flush() -> None:
-            nonlocal pending, new
+            nonlocal pending, new, current
             first = self.store.allocate_pages(self.session, len(batch))
             stored = [dataclasses.replace(p, index=first + j) for j, p in enumerate(batch)]
             pending = {**pending, "ranges": [*pending["ranges"], [first, len(stored)]], "done": pending["done"] + len(stored),
                        "pages_without_text": pending["pages_without_text"] + sum(not p.meta["has_text"] for p in stored)}
-            self.store.put_doc(self.session, doc_id, {**base, "pending": pending}, pages=stored)
+            record = {**base, "pending": pending}
+            self.store.put_doc(self.session, doc_id, record, pages=stored, if_record=current)
+            current = record
             new += len(stored)
             batch.clear()
 
@@ -164,7 +167,7 @@ class DocumentMemory:
         before = self._visible_digest()
         final = {**base, "sha": doc_hash, "source": path.name, "ranges": pending["ranges"], "pages": total,
                  "pages_without_text": pending["pages_without_text"]}
-        self.store.put_doc(self.session, doc_id, final, drop_pages=old)  # the swap: one transaction
+        self.store.put_doc(self.session, doc_id, final, drop_pages=old, if_record=current)  # the swap: one transaction
         if old and before is not None:
             self.store.delete_cache(self.session, f"bm25|{before}")  # the index still holding the old text
         return IngestReport(str(path), doc_hash, total, new, pending["pages_without_text"],

@@ -29,13 +29,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from optimem.errors import ConfigError, InputError, SessionError
+from optimem.errors import ConfigError, InputError, SessionError, StoreError
 
 SESSION_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 DOC_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_KEY_CHARS = 256
 MAX_JSON_DEPTH = 64
 DROPPED = "dropped"
+
+
+class DocConflictError(StoreError):
+    """A conditional document write found another writer's record: nothing was written."""
 
 
 def check_session(session: str) -> str:
@@ -50,6 +54,21 @@ def check_doc_id(doc_id: str) -> str:
     if not isinstance(doc_id, str) or not DOC_RE.fullmatch(doc_id):
         raise InputError(f"invalid document id {doc_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ -")
     return doc_id
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY: Any = _Any()  # `put_doc(if_record=ANY)`: write whatever record is there
+
+
+def check_doc_unchanged(doc_id: str, current: Any, expected: Any) -> None:
+    """The compare of `put_doc(if_record=...)`: the stored record (None: none) must equal `expected`."""
+    if expected is not ANY and current != expected:
+        raise DocConflictError(f"document {doc_id!r} changed while this writer held it (another ingest of the same "
+                               "document?); nothing was written: run it again once the other one finished")
 
 
 @dataclass(frozen=True)
@@ -253,7 +272,7 @@ class Store(Protocol):
     def snapshot(self, session: str, *, turns_from: int = 0, pages_from: int = 0) -> Snapshot: ...
     # documents
     def put_doc(self, session: str, doc_id: str, record: dict[str, Any], *,
-                drop_pages: Sequence[int] = (), pages: Sequence[StoredPage] = ()) -> None: ...
+                drop_pages: Sequence[int] = (), pages: Sequence[StoredPage] = (), if_record: Any = ANY) -> None: ...
     def get_docs(self, session: str) -> dict[str, dict[str, Any]]: ...
     def delete_doc(self, session: str, doc_id: str) -> bool: ...
     # cache

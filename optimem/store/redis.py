@@ -37,11 +37,13 @@ from urllib.parse import parse_qs, urlparse, urlunparse
 
 from optimem.errors import ConfigError, InputError, StoreError
 from optimem.store.base import (
+    ANY,
     SESSION_RE,
     Snapshot,
     StoredPage,
     StoredTurn,
     check_doc_id,
+    check_doc_unchanged,
     check_ladder,
     check_session,
     doc_pages,
@@ -579,9 +581,11 @@ class RedisStore:
 
     # -- documents --------------------------------------------------------------------------------
     def put_doc(self, session: str, doc_id: str, record: dict[str, Any], *, drop_pages: Sequence[int] = (),
-                pages: Sequence[StoredPage] = ()) -> None:
+                pages: Sequence[StoredPage] = (), if_record: Any = ANY) -> None:
         """Write a document record and, in the same transaction, its new `pages` (at their indices,
-        from `allocate_pages`) and the deletion of the pages it replaces (`drop_pages`)."""
+        from `allocate_pages`) and the deletion of the pages it replaces (`drop_pages`). With
+        `if_record` (a record, or None for none) only if the stored record still equals it, else
+        `DocConflictError` and nothing is written."""
         keys = self._keys(session)
         check_doc_id(doc_id)
         doc_pages(record)
@@ -589,6 +593,9 @@ class RedisStore:
         recs = [(p, self._page_record(p)) for p in pages]
 
         def body(pipe) -> None:
+            if if_record is not ANY:
+                raw = pipe.hget(keys["docs"], doc_id)
+                check_doc_unchanged(doc_id, json.loads(raw) if raw is not None else None, if_record)
             queue = self._queue_drop(pipe, keys, list(drop_pages))
             n = self._next_page_in(pipe, keys)
             pipe.multi()

@@ -23,11 +23,13 @@ from typing import Any
 
 from optimem.errors import ConfigError, InputError, StoreError
 from optimem.store.base import (
+    ANY,
     DROPPED,
     Snapshot,
     StoredPage,
     StoredTurn,
     check_doc_id,
+    check_doc_unchanged,
     check_ladder,
     check_session,
     doc_pages,
@@ -460,9 +462,11 @@ class SQLiteStore:
 
     # -- documents ----------------------------------------------------------------------------------
     def put_doc(self, session: str, doc_id: str, record: dict[str, Any], *, drop_pages: Sequence[int] = (),
-                pages: Sequence[StoredPage] = ()) -> None:
+                pages: Sequence[StoredPage] = (), if_record: Any = ANY) -> None:
         """Write a document record and, in the same transaction, its new `pages` (at their indices,
-        from `allocate_pages`) and the deletion of the pages it replaces (`drop_pages`)."""
+        from `allocate_pages`) and the deletion of the pages it replaces (`drop_pages`). With
+        `if_record` (a record, or None for none) only if the stored record still equals it, else
+        `DocConflictError` and nothing is written."""
         check_session(session)
         check_doc_id(doc_id)
         doc_pages(record)
@@ -470,6 +474,9 @@ class SQLiteStore:
         rows = self._page_rows(session, list(pages))
 
         def op(conn: sqlite3.Connection) -> None:
+            if if_record is not ANY:
+                row = conn.execute("SELECT record FROM docs WHERE session = ? AND id = ?", (session, doc_id)).fetchone()
+                check_doc_unchanged(doc_id, json.loads(row[0]) if row else None, if_record)
             self._ensure_session(conn, session)
             self._drop_pages(conn, session, list(drop_pages))
             self._write_pages(conn, rows)
