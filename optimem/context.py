@@ -6,9 +6,10 @@ The template is DeepSeek-OCR's "deepseek" conversation format, with pages splice
     <BOS>
     for each item of the context, oldest first:
       a page  -> "<image>" x placeholder_count(tier)  "\\n"
-      a user, system or tool turn -> "<|User|>: " + label + content + "\\n\\n"
-                   (label: "" for user, "System: " / "Tool: " for the others)
-      an assistant turn -> "<|Assistant|>: " + content + "<｜end▁of▁sentence｜>"
+      a user, system or tool turn -> "<|User|>: " + label + [name + ": "] + content + "\\n\\n"
+                   (label: "" for user, "System: " / "Tool: " for the others; the speaker's name
+                    when the turn has one)
+      an assistant turn -> "<|Assistant|>: " + [name + ": "] + content + "<｜end▁of▁sentence｜>"
     the new message, if any -> "<|User|>: " + message + "\\n\\n"
     "<|Assistant|>:"                                  (generation starts here)
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
     from optimem.pages import PageViews
 
+from optimem.records import spoken_text
+
 USER, ASSISTANT = "<|User|>", "<|Assistant|>"
 _LABEL = {"user": "", "system": "System: ", "tool": "Tool: "}
 
@@ -36,7 +39,8 @@ class ContextTurn:
     id: int
     role: str
     content: str
-    tokens: int
+    tokens: int  # as the prompt carries it (the speaker's name included)
+    name: str | None = None  # who spoke, when the conversation names its speakers
 
 
 @dataclass(eq=False)
@@ -98,10 +102,10 @@ class Context:
                 yield "page", item
                 yield "text", "\n"
             elif item.role == "assistant":
-                yield "text", f"{ASSISTANT}: {item.content}"
+                yield "text", f"{ASSISTANT}: {spoken_text(item.content, item.name)}"
                 yield "eos", None
             else:
-                yield "text", f"{USER}: {_LABEL.get(item.role, '')}{item.content}\n\n"
+                yield "text", f"{USER}: {_LABEL.get(item.role, '')}{spoken_text(item.content, item.name)}\n\n"
         if self.new_message is not None:
             yield "text", f"{USER}: {self.new_message}\n\n"
         yield "text", f"{ASSISTANT}:"

@@ -386,7 +386,8 @@ class OpticalMemory:
             elif s.kind == "text":
                 for t in s.turns:
                     st = turns[t]
-                    items.append(ContextTurn(t, st.role, st.content, planner.turns[t].tokens))
+                    items.append(ContextTurn(t, st.role, st.content, planner.turns[t].tokens,
+                                             (st.metadata or {}).get("name")))
         ctx = Context(plan, items, new_message)
         if self.backend.has_model if encode is None else encode:
             self.encode_pages(ctx.pages)

@@ -46,7 +46,8 @@ def stored_turn_infos(turns: Sequence[Any], known: Sequence[Sequence[Any]] = ())
     from renderers.tokens import count_tokens_batch
 
     fresh = [t for t in turns if t.id >= len(known)]
-    counted = dict(zip((t.id for t in fresh), count_tokens_batch([t.content for t in fresh]))) if fresh else {}
+    texts = [spoken_text(t.content, (t.metadata or {}).get("name")) for t in fresh]
+    counted = dict(zip((t.id for t in fresh), count_tokens_batch(texts))) if fresh else {}
     out = []
     for t in turns:
         if t.id in counted:
@@ -55,6 +56,11 @@ def stored_turn_infos(turns: Sequence[Any], known: Sequence[Sequence[Any]] = ())
             tokens, exact = known[t.id]
         out.append(TurnInfo(t.id, int(tokens), pinned=t.pinned, exact=bool(exact), timestamp=t.created))
     return out
+
+
+def spoken_text(content: str, name: str | None) -> str:
+    """A turn's text as a prompt carries it: prefixed with its speaker's name when it has one."""
+    return f"{name}: {content}" if name else content
 
 
 def _span(s: Any, key: str) -> Any:

@@ -52,3 +52,29 @@ def test_memory_keeps_names_and_draws_them(tmp_path):
     assert texts and texts[0].startswith("Caroline:") and any("Melanie:" in t for t in texts)
     with pytest.raises(InputError, match="name"):
         mem.add("user", "x", name=["not", "a", "name"])  # type: ignore[arg-type]
+
+
+def test_the_native_prompt_says_who_spoke_and_stays_within_budget(tmp_path):
+    from optimem.backends import NoModelBackend
+    from optimem.memory import OpticalMemory
+
+    mem = OpticalMemory("s", f"sqlite:///{tmp_path / 'm.db'}", render=SMALL)
+    for i in range(40):
+        mem.add(["user", "assistant"][i % 2], f"Turn {i}: " + "we talked about the garden. " * 6,
+                name=["Caroline", "Melanie"][i % 2])
+    ctx = mem.context(900)
+    texts = [t for t in ctx.turns]
+    assert texts and all(t.name in ("Caroline", "Melanie") for t in texts)
+    pieces = [v for k, v in ctx.pieces() if k == "text"]
+    assert any(p.startswith("<|User|>: Caroline: Turn") for p in pieces)
+    assert any(p.startswith("<|Assistant|>: Melanie: Turn") for p in pieces)
+    prompt = NoModelBackend().prompts()
+    ids = []
+    for kind, val in ctx.pieces():  # count the real prompt (pages as their placeholders)
+        if kind == "text":
+            ids += prompt.tokenizer.encode(val, add_special_tokens=False).ids
+        elif kind == "page":
+            ids += [0] * val.tokens
+        else:
+            ids.append(1)
+    assert len(ids) + 1 <= 900
