@@ -43,7 +43,7 @@ from renderers.records import normalize_name, normalize_role
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")
 MAX_TURN_CHARS = 50_000_000
-_TURN_STATS_KEY = "stats|turn-tokens|v1"
+_TURN_STATS_KEY = "stats|turn-tokens|v2"  # v2: a speaker's name is counted with its turn
 _STATS_WRITE_EVERY = 32  # turns counted beyond what the store holds before the list is written again
 # A turn with at least this many characters already on sealed pages is a long one (a pasted log, a
 # file): its tail is sealed on a page of its own at once, so only the open page's newer turns wait as

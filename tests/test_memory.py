@@ -195,6 +195,6 @@ def test_a_new_process_does_not_tokenize_the_history_again(tmp_path, monkeypatch
     monkeypatch.setattr(renderers.tokens, "count_tokens_batch", counting)
     again = OpticalMemory("s", url, render=SMALL).context(3000)  # another process, same session
     assert counted == [] and again.plan.to_json() == first.plan.to_json()
-    mem.store.put_cache("s", "stats|turn-tokens|v1", b"[[1, 0], {\"bad\": 1}]")  # damaged: counted afresh
+    mem.store.put_cache("s", "stats|turn-tokens|v2", b"[[1, 0], {\"bad\": 1}]")  # damaged: counted afresh
     damaged = OpticalMemory("s", url, render=SMALL).context(3000)
     assert sum(counted) == 80 and damaged.plan.to_json() == first.plan.to_json()
