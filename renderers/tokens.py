@@ -75,19 +75,46 @@ def load_tokenizer(tokenizer_json: str | None = None):
     return Tokenizer.from_str(json.dumps(_ocr_tokenizer_json(json.loads(text))))
 
 
+# Past this many characters a text is counted in pieces: the tokenizer holds every token's offsets
+# and strings at once (on the order of a hundred bytes per character), so a pasted 20 MB log would
+# need gigabytes. Pieces end at whitespace, where the pre-tokenizer splits anyway; each boundary adds
+# one token to the count, so a long text is never counted short.
+COUNT_PIECE_CHARS = 1 << 18
+
+
 def count_tokens(text: str) -> int:
     """Number of DeepSeek-OCR text tokens in `text` (no BOS/EOS)."""
-    if not text:
-        return 0
-    return len(load_tokenizer().encode(text, add_special_tokens=False).ids)
+    return count_tokens_batch([text])[0]
 
 
 def count_tokens_batch(texts: list[str]) -> list[int]:
-    """Token counts for many texts at once (the Rust tokenizer runs them in parallel)."""
+    """Token counts for many texts at once (the Rust tokenizer runs them in parallel); texts longer
+    than `COUNT_PIECE_CHARS` are counted piece by piece in bounded memory (see above)."""
     if not texts:
         return []
-    encodings = load_tokenizer().encode_batch(list(texts), add_special_tokens=False)
-    return [len(e.ids) for e in encodings]
+    tok = load_tokenizer()
+    short = [i for i, t in enumerate(texts) if 0 < len(t) <= COUNT_PIECE_CHARS]
+    counts = [0] * len(texts)
+    for i, e in zip(short, tok.encode_batch([texts[i] for i in short], add_special_tokens=False) if short else []):
+        counts[i] = len(e.ids)
+    for i, text in enumerate(texts):
+        if len(text) > COUNT_PIECE_CHARS:
+            pieces = list(_pieces(text))
+            counts[i] = len(pieces) - 1 + sum(
+                len(e.ids) for k in range(0, len(pieces), 2)
+                for e in tok.encode_batch(pieces[k:k + 2], add_special_tokens=False))
+    return counts
+
+
+def _pieces(text: str):
+    start = 0
+    while start < len(text):
+        end = min(start + COUNT_PIECE_CHARS, len(text))
+        if end < len(text):
+            cut = max(text.rfind(" ", start + COUNT_PIECE_CHARS // 2, end), text.rfind("\n", start + COUNT_PIECE_CHARS // 2, end))
+            end = cut if cut > start else end
+        yield text[start:end]
+        start = end
 
 
 def encode(text: str) -> list[int]:

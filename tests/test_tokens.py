@@ -19,3 +19,21 @@ def test_counts_and_round_trip():
     assert count_tokens("") == 0
     assert 5 < count_tokens(text) < len(text)
     assert decode(encode(text)) == text
+
+
+def test_long_texts_are_counted_in_pieces_never_short(monkeypatch):
+    import json
+    from pathlib import Path
+
+    from renderers import tokens
+
+    chat = [json.loads(line)["content"] for line in
+            (Path(__file__).parents[1] / "optimem/data/example_chat.jsonl").read_text().splitlines()]
+    text = "\n".join(chat)
+    exact = len(tokens.encode(text))
+    monkeypatch.setattr(tokens, "COUNT_PIECE_CHARS", 5000)
+    pieces = list(tokens._pieces(text))
+    assert "".join(pieces) == text and len(pieces) > 20
+    counted = tokens.count_tokens(text)
+    assert exact <= counted <= exact + 2 * (len(pieces) - 1)  # a boundary costs a token or two, never less
+    assert tokens.count_tokens_batch(["", "hello world", text]) == [0, 2, counted]
