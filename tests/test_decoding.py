@@ -47,7 +47,7 @@ def eager_runs(model, pages):
                  for n in (20, 3)}
 
 
-@pytest.mark.parametrize("form", [{}, {"bucketed": True, "prefill_chunk": 48}])
+@pytest.mark.parametrize("form", [{}, {"bucketed": True, "prefill_chunk": 48}, {"bucketed": True, "fused": True}])
 def test_engine_matches_eager_for_64_steps_on_spliced_pages(model, pages, eager_runs, form):
     model.configure_engine(**form)
     ids, refs = eager_runs
@@ -219,11 +219,13 @@ def test_concurrent_callers_get_their_own_answers(model, pages):
 def test_cuda_graph_steps_match_the_eager_step():
     m = DeepseekOCR.random(tiny_config(), seed=1, device="cuda", dtype="float32")
     ids = [0] + list(range(10, 400))
-    m.configure_engine(graphs=False, bucketed=True)
+    m.configure_engine(graphs=False, bucketed=True, fused=False, expert_kernel=False)
     ref = m.generate(ids, [], max_new_tokens=64, eos_token_id=NO_EOS, no_repeat_ngram_size=3)
-    m.configure_engine(graphs=True)
+    eng = m.configure_engine(graphs=True)  # compiled elementwise chains and the Triton expert kernel
+    assert eng.fused and eng._expert_kernel
     assert m.generate(ids, [], max_new_tokens=64, eos_token_id=NO_EOS, no_repeat_ngram_size=3) == ref
     assert m.last_generation.graphs
+    assert all(c.enabled for c in eng._fx.values())  # nothing fell back to the uncompiled function
 
 
 @pytest.mark.gpu

@@ -9,7 +9,9 @@ What it does differently from a transformers `generate` loop, and why:
   the cache with a length mask, MoE with the chosen experts' weights gathered on the device), the LM
   head, the no-repeat n-gram ban and the argmax are one graph per cache-length bucket (powers of two),
   replayed per token: no Python, no host sync and no launch gaps inside a step. The host reads one
-  int per step (stop tokens, streaming).
+  int per step (stop tokens, streaming). On CUDA the routed experts are read in place by a Triton
+  GEMV (`moe_kernel`) and the step's elementwise chains are compiled by torch.compile (fixed shapes,
+  once per process): a step is a few hundred kernels instead of several hundred more.
 - **The n-gram ban on the device, incremental.** The reference's rule (`infer`, n=20 over the whole
   sequence: a token that would complete an n-gram already present is banned) keeps one 62-bit hash per
   position of the (n-1)-gram that precedes it; each step hashes the current (n-1)-gram once, appends
@@ -130,13 +132,71 @@ def _rotate(x, cos, sin):
     return x * cos + rot * sin
 
 
+# -- the decode step's elementwise chains, each compiled into one or two kernels on CUDA -----------------
+def _f_rms(x, w, eps: float):
+    return _rms(x, w, eps)
+
+
+def _f_add_rms(x, delta, w, eps: float):
+    x = x + delta
+    return x, _rms(x, w, eps)
+
+
+def _f_rope(qkv, cos, sin, H: int, Hk: int, hd: int):
+    qk, v = qkv.split([(H + Hk) * hd, Hk * hd], dim=-1)
+    qk = _rotate(qk.view(1, 1, H + Hk, hd).transpose(1, 2), cos, sin)
+    return qk[:, :H].contiguous(), qk[:, H:].contiguous(), v.view(1, 1, Hk, hd).transpose(1, 2).contiguous()
+
+
+def _f_silu_mul(gu):
+    import torch.nn.functional as F
+
+    g, u = gu.chunk(2, dim=-1)
+    return F.silu(g) * u
+
+
+def _f_router(h, router, k: int):
+    import torch
+    import torch.nn.functional as F
+
+    scores = F.linear(h.reshape(1, -1).float(), router).softmax(dim=-1, dtype=torch.float32)
+    return torch.topk(scores, k=k, dim=-1, sorted=False)
+
+
+def _f_moe_delta(y, top_w, scale: float, shared):
+    return shared + (y.float() * (top_w[0, :, None] * scale)).sum(0).to(shared.dtype).view_as(shared)
+
+
+class _Compiled:
+    """`fn` through torch.compile on first use (fixed shapes: the one-token step), or `fn` itself when
+    compilation is off or fails (logged once)."""
+
+    def __init__(self, fn, enabled: bool) -> None:
+        self.fn, self.enabled, self.compiled = fn, enabled, None
+
+    def __call__(self, *args):
+        if not self.enabled:
+            return self.fn(*args)
+        if self.compiled is None:
+            import torch
+
+            self.compiled = torch.compile(self.fn, dynamic=False, fullgraph=True)
+        try:
+            return self.compiled(*args)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: run the plain function
+            log.warning("decode engine: torch.compile of %s failed (%s: %s); running it uncompiled",
+                        self.fn.__name__, type(exc).__name__, str(exc)[:200])
+            self.enabled = False
+            return self.fn(*args)
+
+
 class DecodeEngine:
     """Greedy decoding over one static KV cache (see the module docstring). Not thread-safe by design
     of the hardware it serves (one step at a time): calls are serialised with a lock."""
 
     def __init__(self, language, lm_head, *, capacity: int | None = None, graphs: bool | None = None,
                  prefill_chunk: int | None = None, max_sessions: int = 4, bucketed: bool | None = None,
-                 expert_kernel: bool | None = None) -> None:
+                 expert_kernel: bool | None = None, fused: bool | None = None) -> None:
         import torch
 
         self.lang, self.lm_head = language, lm_head
@@ -159,6 +219,11 @@ class DecodeEngine:
 
         # the routed experts read in place by a Triton kernel on CUDA (moe_kernel); torch's gather + bmm elsewhere
         self._expert_kernel = cuda and moe_kernel.available() if expert_kernel is None else bool(expert_kernel)
+        # the step's elementwise chains (norm + residual, rotary + split, SiLU gate, router, expert
+        # combine) compiled into a few kernels each on CUDA: several hundred kernels fewer per step
+        self.fused = cuda and moe_kernel.available() if fused is None else bool(fused)
+        self._fx = {f.__name__: _Compiled(f, self.fused and cuda) for f in
+                    (_f_rms, _f_add_rms, _f_rope, _f_silu_mul, _f_router, _f_moe_delta)}
         self._layers = [_Weights(layer) for layer in language.layers[: self.n_layers]]
         self._norm, self._norm_eps = language.norm.weight, language.norm.variance_epsilon
         self._embed = language.embed_tokens.weight
@@ -347,9 +412,46 @@ class DecodeEngine:
         x = F.embedding(self.seq.index_select(0, p), self._embed).view(1, 1, -1)
         cos, sin = self.cos.index_select(0, p), self.sin.index_select(0, p)
         mask = (self._ar[:T] < self.pos).view(1, 1, 1, T) if self.bucketed else None
+        if self.fused:
+            self._select(self._fused_layers(x, cos, sin, p, T, mask), T)
+            return
         for i in range(self.n_layers):
             x = self._layer(i, x, cos, sin, p, T, mask, None)
         self._select(self._logits(x), T)
+
+    def _fused_layers(self, x, cos, sin, p, T: int, mask):
+        """The one-token forward with each layer's elementwise chains compiled (same arithmetic as
+        `_layer`; the residual add is folded into the next norm). Returns the logits."""
+        import torch.nn.functional as F
+
+        fx = self._fx
+        H, Hk, hd = self.heads, self.kv_heads, self.head_dim
+        delta = None
+        for i, w in enumerate(self._layers):
+            if delta is None:
+                h = fx["_f_rms"](x, w.ln1, w.eps1)
+            else:
+                x, h = fx["_f_add_rms"](x, delta, w.ln1, w.eps1)
+            q, k, v = fx["_f_rope"](F.linear(h, w.qkv, w.qkv_b), cos, sin, H, Hk, hd)
+            self.k[i].index_copy_(2, p, k)
+            self.v[i].index_copy_(2, p, v)
+            att = self._attention(q, self.k[i][:, :, :T], self.v[i][:, :, :T], mask, None)
+            x, h = fx["_f_add_rms"](x, F.linear(att.transpose(1, 2).reshape(1, 1, H * hd), w.o, w.o_b), w.ln2, w.eps2)
+            delta = F.linear(fx["_f_silu_mul"](F.linear(h, w.gate_up)), w.down)
+            if w.moe:
+                from optimem.model.moe_kernel import expert_gemv
+
+                top_w, top_i = fx["_f_router"](h, w.router, w.top_k)
+                idx = top_i[0]
+                if self._expert_kernel:
+                    a = fx["_f_silu_mul"](expert_gemv(w.experts_gate_up, h.reshape(-1), idx, shared_input=True))
+                    y = expert_gemv(w.experts_down, a, idx, shared_input=False)
+                else:  # the same gathered experts in torch (CPUs; tests)
+                    gu = w.experts_gate_up.index_select(0, idx) @ h.reshape(-1, 1)
+                    y = (w.experts_down.index_select(0, idx) @ fx["_f_silu_mul"](gu[..., 0])[..., None])[..., 0]
+                delta = fx["_f_moe_delta"](y, top_w, w.scale, delta)
+        _, h = fx["_f_add_rms"](x, delta, self._norm, self._norm_eps)
+        return F.linear(h[:, -1], self.lm_head.weight)[0]
 
     # -- the n-gram ban and the choice ------------------------------------------------------------------
     def _setup_ngram(self, n: int, window: int | None, whitelist: Sequence[int] | None) -> None:
