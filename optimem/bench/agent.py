@@ -13,7 +13,8 @@ carry a reasoning block. Every request the model receives is checked and measure
   whether the call is within the budget;
 - middleware overhead per call (wall time inside the middleware), p50/p99 over the late calls;
 - leading-bytes stability: the share of the previous request's bytes that start the next one,
-  over consecutive calls whose page tiers did not change;
+  over consecutive calls whose page tiers did not change (the page holding the start of the text
+  part is redrawn when that start moves: few pages early on make that page a large share);
 - images and bytes per request, bytes per page;
 - units held (as text or on a page) at the last call.
 """
@@ -226,6 +227,7 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
         "leading_bytes_stable_p50": round(_pct(stable, 0.5), 3) if stable else None,
         "leading_bytes_stable_min": round(min(stable), 3) if stable else None,
         "stable_pairs": len(stable),
+        "leading_bytes_ge90_share": round(sum(x >= 0.9 for x in stable) / len(stable), 3) if stable else None,
         "images_max": max(images), "request_bytes_max": max(req_bytes),
         "bytes_per_page_p50": round(_pct(page_bytes, 0.5)) if page_bytes else None,
         "degraded_calls": sum(1 for c in calls if c["report"].get("degraded")),
