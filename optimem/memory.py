@@ -430,7 +430,7 @@ class OpticalMemory:
         self._need_model("chat")
         self.add("user", user_text)
         ctx = self.context(budget, reserve=max_new_tokens)
-        prompt = self.backend.prompts().chat(ctx)
+        prompt = self.backend.prompts().chat(ctx, session=self.session)
         pieces = []
         for piece in self.backend.stream(prompt, max_new_tokens=max_new_tokens):
             pieces.append(piece)

@@ -25,10 +25,18 @@ class SpecialIds:
 class NativePrompt:
     input_ids: list[int] = field(default_factory=list)
     image_embeds: list[Any] = field(default_factory=list)  # one [placeholders, hidden] per page, in order
+    image_keys: list[Any] = field(default_factory=list)  # per page: (content hash, tier), its identity
+    session: str | None = None  # whose KV cache the decode engine may reuse
 
     def as_inputs(self) -> dict[str, Any]:
-        """The dict `model.generate_text` takes."""
-        return {"input_ids": self.input_ids, "image_embeds": self.image_embeds}
+        """The dict `model.generate_text` / `stream_text` take (session and page identities let the
+        decode engine keep one session's KV prefix and match pages without comparing tensors)."""
+        inputs: dict[str, Any] = {"input_ids": self.input_ids, "image_embeds": self.image_embeds}
+        if self.session is not None:
+            inputs["session"] = self.session
+        if self.image_keys and len(self.image_keys) == len(self.image_embeds):
+            inputs["image_keys"] = list(self.image_keys)
+        return inputs
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -42,7 +50,7 @@ class PromptBuilder:
     def _text(self, prompt: NativePrompt, text: str) -> None:
         prompt.input_ids.extend(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def _page(self, prompt: NativePrompt, placeholders: int, embeds: Any, what: str) -> None:
+    def _page(self, prompt: NativePrompt, placeholders: int, embeds: Any, what: str, key: Any = None) -> None:
         if embeds is None:
             raise ModelError(f"{what} has no vision tokens: build the context with a model backend (encode=True)")
         rows = int(embeds.shape[0])
@@ -50,13 +58,15 @@ class PromptBuilder:
             raise ModelError(f"{what} brings {rows} vision tokens for {placeholders} placeholders")
         prompt.input_ids.extend([self.ids.image] * placeholders)
         prompt.image_embeds.append(embeds)
+        if key is not None:
+            prompt.image_keys.append(key)
 
-    def chat(self, ctx: Context) -> NativePrompt:
+    def chat(self, ctx: Context, *, session: str | None = None) -> NativePrompt:
         """The context's pieces (`Context.pieces`), after BOS."""
-        prompt = NativePrompt([self.ids.bos])
+        prompt = NativePrompt([self.ids.bos], session=session)
         for kind, val in ctx.pieces():
             if kind == "page":
-                self._page(prompt, val.tokens, val.embeds, f"page {val.index}")
+                self._page(prompt, val.tokens, val.embeds, f"page {val.index}", (val.content_hash, val.tier))
             elif kind == "eos":
                 prompt.input_ids.append(self.ids.eos)
             else:

@@ -27,7 +27,7 @@ def tiny():
 def test_placeholder_counts():
     assert [placeholder_count(t) for t in ("tiny", "small", "base", "large")] == [73, 111, 273, 421]
     assert gundam_placeholders(2, 1) == 273 + 21 * 10
-    with pytest.raises(ConfigError, match="tiny, small, base, large"):
+    with pytest.raises(ConfigError, match="large, base, small, tiny"):
         placeholder_count("huge")
 
 
