@@ -275,7 +275,8 @@ def test_chat_deepseek_ocr_native_model_threads(tmp_path):
     # another thread's turns go to its own session, not the default one
     chat.invoke([HumanMessage("hello from b")], config={"configurable": {"thread_id": "thread-b"}})
     assert len(mem.turns()) == 32 and len(chat.memory_for("thread-b").turns()) == 2
-    assert list(chat.stream([HumanMessage("again")]))
+    chunks = list(chat.stream([HumanMessage("again")], config={"configurable": {"thread_id": "thread-b"}}))
+    assert chunks and chat.memory_for("thread-b").turns()[-1].content == "".join(c.content for c in chunks)
     assert asyncio.run(chat.ainvoke([HumanMessage("and async")])).type == "ai"
     with pytest.raises(ModelError, match="cannot call tools"):
         chat.bind_tools([])

@@ -4,7 +4,7 @@ The memory is the conversation: per thread (`configurable.thread_id` or `session
 config, else the model's default session) an `OpticalMemory` session records the messages it has not
 seen, the last human message is answered through `OpticalMemory.chat` (old turns as vision tokens,
 recent ones as text), and both turns are stored. invoke / stream / batch / async come from
-`BaseChatModel`; streaming yields the answer as one chunk until native decoding streams.
+`BaseChatModel`; `stream` yields the reply piece by piece as the native decoder produces it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import threading
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
 from optimem.errors import InputError, ModelError
@@ -75,6 +75,25 @@ class ChatDeepSeekOCR(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
+        mem = self._prepare(messages, kwargs)
+        reply = mem.chat(content_text(messages[-1]), budget=self.budget, max_new_tokens=self.max_new_tokens)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                **kwargs: Any):
+        """The reply piece by piece as the native decoder produces it (`OpticalMemory.stream`)."""
+        mem = self._prepare(messages, kwargs)
+        if not hasattr(mem, "stream"):  # a memory without streaming decode: one chunk
+            yield ChatGenerationChunk(message=AIMessageChunk(content=mem.chat(
+                content_text(messages[-1]), budget=self.budget, max_new_tokens=self.max_new_tokens)))
+            return
+        for piece in mem.stream(content_text(messages[-1]), budget=self.budget, max_new_tokens=self.max_new_tokens):
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+
+    def _prepare(self, messages: list[BaseMessage], kwargs: dict[str, Any]):
+        """The thread's memory, with the messages it has not seen recorded (all but the last)."""
         if not messages or not isinstance(messages[-1], HumanMessage):
             raise InputError("ChatDeepSeekOCR answers the last message, which must be a HumanMessage")
         thread = kwargs.pop("optimem_thread", None)
@@ -84,8 +103,7 @@ class ChatDeepSeekOCR(BaseChatModel):
         if new:
             mem.add_many([{"role": ROLE.get(m.type, "user") if m.type != "tool" else "tool", "content": content_text(m)}
                           for m in new])
-        reply = mem.chat(content_text(messages[-1]), budget=self.budget, max_new_tokens=self.max_new_tokens)
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
+        return mem
 
 
 def _thread_kw(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
