@@ -64,6 +64,17 @@ class DecoderMixin:
 
     _engine: Any = None
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """A copy of the model without its decode engine: the engine is a cache (KV, graphs, sessions)
+        that its copy builds again on first use, and its tensors cannot be deep-copied."""
+        import copy
+
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            setattr(new, key, None if key == "_engine" else copy.deepcopy(value, memo))
+        return new
+
     @property
     def engine(self):
         """The decode engine (`optimem.model.engine.DecodeEngine`), built on first use: static KV cache
