@@ -61,10 +61,10 @@ def test_agent_async_and_two_threads():
     comp, agent = _agent("gemini", 5000, seen)
 
     async def run():
-        for i in range(12):
-            for thread in ("alice", "bob"):
-                await agent.ainvoke({"messages": [{"role": "user", "content": f"{thread}: " + user_turn(i)}]},
-                                    {"configurable": {"thread_id": thread}, "recursion_limit": 50})
+        for i in range(12):  # both threads at once
+            await asyncio.gather(*(agent.ainvoke({"messages": [{"role": "user", "content": f"{t}: " + user_turn(i)}]},
+                                                 {"configurable": {"thread_id": t}, "recursion_limit": 50})
+                                   for t in ("alice", "bob")))
 
     asyncio.run(run())
     _check(seen, 5000)
