@@ -350,7 +350,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         else:
             lo = next((i for i in range(len(st.pages)) if st.pages[i][1][-1]["turn"] >= planned), len(st.pages))
             extra_tier = st.mem.backend.ladder.names[-1]
-        if lo > st.first_page and plan_tiers:
+        if lo > st.first_page and plan_tiers and st.floors:  # (a thread's first request has no cache to keep)
             # pages leave in batches: dropping a quarter more than the plan asks leaves slack, so the
             # next calls keep the same first page and the request's leading bytes stay the same
             lo += max(1, (len(st.pages) - lo) // 4)
