@@ -64,6 +64,7 @@ class PageViews:
         self._store, self._session = store, session
         self.max_masters = max_masters
         self._lock = threading.Lock()
+        self._saving: list[Any] = []  # pending store writes of derived views
         self._views = _LRU(max_views)  # (content hash, tier) -> image
         self._masters = _LRU(max_masters)  # content hash -> decoded master
 
@@ -129,11 +130,39 @@ class PageViews:
                     log.warning("discarding the stored %s view of page %s: %s", tier, content_hash[:12], exc)
                     self._store.delete_cache(self._session, key)
         image = self.ladder.view(self.master(index, content_hash), tier)
-        if key is not None:
-            from renderers import png_bytes
-
-            self._store.put_cache(self._session, key, png_bytes(image))
+        if key is not None:  # saved off the caller's path: a lost write only costs a later derivation
+            with self._lock:
+                self._saving = [f for f in self._saving if not f.done()]
+                self._saving.append(_writer().submit(self._save_view, key, image))
         return image
+
+    def _save_view(self, key: str, image: Any) -> None:
+        from renderers import png_bytes
+
+        try:
+            self._store.put_cache(self._session, key, png_bytes(image))
+        except Exception as exc:  # noqa: BLE001 - a view is a cache entry; the page is still shown
+            log.warning("could not keep a page view in the store: %s", exc)
+
+    def flush(self) -> None:
+        """Wait until the views derived so far are in the store."""
+        with self._lock:
+            pending, self._saving = self._saving, []
+        for future in pending:
+            future.result()
+
+
+_WRITER: Any = None
+
+
+def _writer():
+    """One background thread per process that saves derived views (PNG encode + store write)."""
+    global _WRITER
+    if _WRITER is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optimem-views")
+    return _WRITER
 
 
 def _decode_png(data: bytes):

@@ -119,6 +119,7 @@ def test_views_are_kept_in_the_store_for_other_processes_and_corrupt_ones_are_re
     first = PageViews(DEEPSEEK_OCR_V1, load, store=store, session="s")
     made = first.many([(0, "h0", "tiny"), (0, "h0", "small"), (0, "h0", "tiny")])
     assert made[0] is made[2] and made[1].size == (640, 640)
+    first.flush()  # views are saved in the background
     other = PageViews(DEEPSEEK_OCR_V1, load, store=store, session="s")  # another process
     n = len(reads)
     again = other.view(0, "h0", "tiny")
