@@ -280,3 +280,17 @@ def test_chat_deepseek_ocr_native_model_threads(tmp_path):
     assert asyncio.run(chat.ainvoke([HumanMessage("and async")])).type == "ai"
     with pytest.raises(ModelError, match="cannot call tools"):
         chat.bind_tools([])
+
+
+def test_message_names_are_drawn_on_the_pages_and_kept_in_history(tmp_path):
+    msgs = [(HumanMessage if i % 2 == 0 else AIMessage)(f"Turn {i}: " + "we spoke about the garden and the puppy. " * 12,
+                                                         name=["Caroline", "Melanie"][i % 2]) for i in range(60)]
+    comp = OpticalCompressor(provider="anthropic", budget=3000, thread_id="named")
+    comp.invoke(msgs)
+    st = next(iter(comp._threads.values()))
+    assert [t.metadata.get("name") for t in st.mem.turns()][:2] == ["Caroline", "Melanie"]
+    pages = st.mem.store.get_pages(st.mem.session, with_png=False)
+    assert pages and "Caroline:" in pages[0].text and "Melanie:" in pages[0].text
+    history = OpticalChatMessageHistory("h", f"sqlite:///{tmp_path / 'h.db'}")
+    history.add_messages(msgs[:2])
+    assert [m.name for m in history.messages] == ["Caroline", "Melanie"]

@@ -223,7 +223,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
 
     def _fit(self, st: _Thread, prov: Provider, head: list[BaseMessage], committed: list[Unit], tail: list[Unit],
              tools: list[Any]) -> tuple[list[BaseMessage], dict[str, Any]]:
-        from policies import PolicyError
+        from optimem.policies import PolicyError
 
         tail_msgs = [m for u in tail for m in u.messages]
         fixed = self._measure(head + tail_msgs, tools, prov)["tokens"]
@@ -287,7 +287,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             st = self._threads.get(key)
             if st is None:
                 from optimem.memory import OpticalMemory
-                from policies import Policy
+                from optimem.policies import Policy
 
                 name = f"lc-{prov.family}-{thread}"
                 if not _SESSION_OK.fullmatch(name):
@@ -320,7 +320,8 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             # the store's idempotency key (position + identity): two processes serving the same
             # thread append each unit once
             st.mem.add_many([{"role": "assistant" if u.role == "tool" else u.role, "content": u.text(),
-                              "metadata": {"k": k}, "key": f"{n + i}-{k}"} for i, (u, k) in enumerate(zip(new, keys))])
+                              "metadata": {"k": k}, "key": f"{n + i}-{k}", "name": u.name}
+                             for i, (u, k) in enumerate(zip(new, keys))])
             st.keys.extend(keys)
         return reset
 
@@ -480,7 +481,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
     def _boundary_png(self, st: _Thread, index: int, turn: int, start: int, stop_turn: int, tier: str) -> str:
         """Page `index` drawn again with only the units before `stop_turn` (its master is kept, so
         a change of tier costs a resize, not a render)."""
-        from renderers import Turn, render_transcript
+        from optimem.renderers import Turn, render_transcript
 
         key = ("boundary", index, turn, start, stop_turn, tier)
         b64 = st.pngs.get(key)
@@ -489,7 +490,8 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             master = st.masters.get(mkey)
             if master is None:
                 rows = st.mem.turns(turn, stop_turn)
-                master = render_transcript([Turn(t.role, t.content) for t in rows], st.mem.render, start=(0, start))[0].image
+                master = render_transcript([Turn(t.role, t.content, name=t.metadata.get("name")) for t in rows],
+                                           st.mem.render, start=(0, start))[0].image
                 st.masters[mkey] = master
                 while len(st.masters) > 4:
                     st.masters.popitem(last=False)

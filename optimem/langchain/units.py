@@ -30,6 +30,12 @@ class Unit:
     def role(self) -> str:
         return ROLE.get(self.messages[0].type, "user")
 
+    @property
+    def name(self) -> str | None:
+        """Who spoke (the first message's `name`, as LangChain carries it), drawn in the page header."""
+        name = self.messages[0].name
+        return name if isinstance(name, str) and name.strip() else None
+
     def key(self) -> str:
         """Identity: the message ids when every message has one (LangGraph gives each an id), else a
         hash of the messages' content, so a unit is recognised again on the next call."""
