@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from optimem.errors import ModelError
 from optimem.ladders import DEEPSEEK_OCR_V1, ModelLadder
 from optimem.prompt import NativePrompt, PromptBuilder, SpecialIds
-from policies import Overhead
+from optimem.policies import Overhead
 
 # What optimem.context's "deepseek" template adds around a plan's items, in DeepSeek-OCR tokens: BOS and
 # the closing "<|Assistant|>:" (3); "\n" after each page (1); per text turn at most 6, the system and
@@ -56,7 +56,7 @@ class NoModelBackend:
         return self.ladder.placeholder_count(tier)
 
     def prompts(self) -> PromptBuilder:
-        from renderers.tokens import BOS_ID, EOS_ID, IMAGE_TOKEN_ID, load_tokenizer
+        from optimem.renderers.tokens import BOS_ID, EOS_ID, IMAGE_TOKEN_ID, load_tokenizer
 
         return PromptBuilder(load_tokenizer(), SpecialIds(BOS_ID, EOS_ID, IMAGE_TOKEN_ID))
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from policies import Plan
+    from optimem.policies import Plan
 
     from optimem.pages import PageViews
 

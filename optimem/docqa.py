@@ -141,7 +141,7 @@ class DocumentMemory:
             batch.clear()
 
         from optimem.progress import progress_bar
-        from renderers.tokens import count_tokens
+        from optimem.renderers.tokens import count_tokens
 
         # pages with a count and a rate; a PDF's page count is known once it is open, a text's is not
         with progress_bar(disable=not progress) as bar:
@@ -207,7 +207,7 @@ class DocumentMemory:
         return pages_digest(pages) if pages else None
 
     def _text_pages(self, path: Path, data: bytes):
-        from renderers import DOCUMENT_ROLE, Turn, iter_pages
+        from optimem.renderers import DOCUMENT_ROLE, Turn, iter_pages
 
         try:
             text = data.decode("utf-8-sig")
@@ -219,7 +219,7 @@ class DocumentMemory:
     def _pdf_pages(self, path: Path, data: bytes, on_open=None):
         import pypdfium2 as pdfium
 
-        from renderers.records import pixels_hash, png_bytes
+        from optimem.renderers.records import pixels_hash, png_bytes
 
         try:
             pdf = pdfium.PdfDocument(data)
@@ -284,8 +284,8 @@ class DocumentMemory:
         return self._index(self._pages()).search(question, k)
 
     def ask(self, question: str, *, budget: int = 4096, k: int = 8, max_new_tokens: int = 256) -> Answer:
-        from policies import PageInfo, Planner, Policy, Schedule, TurnInfo
-        from renderers.tokens import count_tokens
+        from optimem.policies import PageInfo, Planner, Policy, Schedule, TurnInfo
+        from optimem.renderers.tokens import count_tokens
 
         if not question.strip():
             raise InputError("the question is empty")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from optimem.errors import ConfigError
-from policies import Ladder, TierCost
+from optimem.policies import Ladder, TierCost
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class ModelLadder:
         """The image the encoder is fed at `tier`, derived from a page's master. Grey masters stay
         grey (one channel to resample: bit-identical to the RGB path, a third of the work); the
         encoder's preprocessing turns them into RGB."""
-        from renderers.tiers import view
+        from optimem.renderers.tiers import view
 
         spec = self.spec(tier)
         return master if spec.mode == "native" else view(master, spec.size, spec.mode)

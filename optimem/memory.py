@@ -36,9 +36,9 @@ from optimem.errors import InputError, ModelError, StoreError
 from optimem.pages import PageEncoder, PageViews, VisionCache
 from optimem.records import page_infos, stored_turn_infos
 from optimem.store import Store, StoredPage, check_session, open_store
-from policies import Plan, Planner, Policy
-from renderers import Paginator, RenderSettings, Turn, iter_pages
-from renderers.records import normalize_name, normalize_role
+from optimem.policies import Plan, Planner, Policy
+from optimem.renderers import Paginator, RenderSettings, Turn, iter_pages
+from optimem.renderers.records import normalize_name, normalize_role
 
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")

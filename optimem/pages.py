@@ -137,7 +137,7 @@ class PageViews:
         return image
 
     def _save_view(self, key: str, image: Any) -> None:
-        from renderers import png_bytes
+        from optimem.renderers import png_bytes
 
         try:
             self._store.put_cache(self._session, key, png_bytes(image))

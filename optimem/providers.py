@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from optimem.errors import ConfigError
-from policies import Ladder, TierCost
+from optimem.policies import Ladder, TierCost
 from optimem.ladders import DEEPSEEK_OCR_V1
 
 
@@ -221,7 +221,7 @@ def _family_of(model: str) -> Provider | None:
 
 def text_tokens(text: str) -> int:
     """Estimate (see the module docstring): DeepSeek-OCR tokenizer count."""
-    from renderers.tokens import count_tokens
+    from optimem.renderers.tokens import count_tokens
 
     return count_tokens(text)
 

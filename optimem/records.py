@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from policies import PageInfo, TurnInfo, detect_exact
+from optimem.policies import PageInfo, TurnInfo, detect_exact
 
 
 def turn_infos(
@@ -22,7 +22,7 @@ def turn_infos(
 ) -> list[TurnInfo]:
     """TurnInfo per text (ids default to positions); token counts are counted here unless given."""
     if tokens is None:
-        from renderers.tokens import count_tokens_batch
+        from optimem.renderers.tokens import count_tokens_batch
 
         tokens = count_tokens_batch(list(texts))
     return [
@@ -42,8 +42,8 @@ def stored_turn_infos(turns: Sequence[Any], known: Sequence[Sequence[Any]] = ())
     (a decomposed accent or a CRLF costs more than its normalised, drawn form), the exact-content flag
     over the normalised text. `known[id] = (tokens, exact)` for turns counted before (a turn never
     changes), so only the others go through the tokenizer."""
-    from renderers import normalize_text
-    from renderers.tokens import count_tokens_batch
+    from optimem.renderers import normalize_text
+    from optimem.renderers.tokens import count_tokens_batch
 
     fresh = [t for t in turns if t.id >= len(known)]
     texts = [spoken_text(t.content, (t.metadata or {}).get("name")) for t in fresh]
@@ -78,7 +78,7 @@ def page_infos(pages: Sequence[Any], *, floors: Sequence[str | None] | None = No
         floor = floors[i] if floors is not None else getattr(p, "floor", None)
         text_tokens = getattr(p, "text_tokens", None)
         if text_tokens is None:
-            from renderers.tokens import count_tokens
+            from optimem.renderers.tokens import count_tokens
 
             text_tokens = count_tokens(p.text)
         out.append(PageInfo(index, turn_offset + _span(first, "turn"), turn_offset + _span(last, "turn"),

@@ -62,7 +62,7 @@ from itertools import accumulate
 from operator import attrgetter
 from typing import Any, Literal
 
-from policies.ladder import Ladder, PolicyError
+from .ladder import Ladder, PolicyError
 
 
 _INDEX, _TOKENS, _TIMESTAMP = attrgetter("index"), attrgetter("tokens"), attrgetter("timestamp")

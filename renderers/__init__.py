@@ -1,6 +1,6 @@
-"""Text → page images. Pure CPU: numpy, Pillow, freetype-py, uharfbuzz, python-bidi, tokenizers. Never imports torch or optimem.
+"""Text → page images. Pure CPU: numpy, Pillow, freetype-py, uharfbuzz, python-bidi, tokenizers. Never imports torch or the rest of optimem (installed as optimem.renderers; imports inside are relative).
 
-    from renderers import render_transcript, view
+    from optimem.renderers import render_transcript, view
     pages = render_transcript([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"}])
     small = view(pages[0].image, 640, "resize")   # 640x640 grey, as DeepSeek-OCR's small mode sees it
     # a model's tier names and sizes are its own table: optimem.ladders.DEEPSEEK_OCR_V1.view(master, "small")
@@ -12,12 +12,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from renderers.fonts import FontError, FontFiles
-from renderers.inputs import load_input, load_transcript
-from renderers.layout import Paginator, build_page, page_spans
-from renderers.records import DOCUMENT_ROLE, ROLES, Page, RenderError, RenderSettings, Span, Turn, png_bytes
-from renderers.text import normalize_text
-from renderers.tiers import PAD_GREY, view
+from .fonts import FontError, FontFiles
+from .inputs import load_input, load_transcript
+from .layout import Paginator, build_page, page_spans
+from .records import DOCUMENT_ROLE, ROLES, Page, RenderError, RenderSettings, Span, Turn, png_bytes
+from .text import normalize_text
+from .tiers import PAD_GREY, view
 
 __all__ = [
     "DOCUMENT_ROLE", "FontError", "FontFiles", "PAD_GREY", "Page", "Paginator", "ROLES", "RenderError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from renderers.records import RenderError, Turn
+from .records import RenderError, Turn
 
 TRANSCRIPT_SUFFIXES = (".jsonl", ".json")
 DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown")

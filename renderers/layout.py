@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from renderers.fonts import Style, load_styles
-from renderers.records import DOCUMENT_ROLE, Page, RenderError, RenderSettings, Span, Turn, normalize_name
-from renderers.shaping import COMPLEX, line_ink, paragraph_is_rtl
-from renderers.text import _UNIT, CJK_RUN, CLOSING, OPENING, normalize_text, paragraph_face, turn_face
+from .fonts import Style, load_styles
+from .records import DOCUMENT_ROLE, Page, RenderError, RenderSettings, Span, Turn, normalize_name
+from .shaping import COMPLEX, line_ink, paragraph_is_rtl
+from .text import _UNIT, CJK_RUN, CLOSING, OPENING, normalize_text, paragraph_face, turn_face
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^#{1,6} ")
@@ -402,7 +402,7 @@ def page_spans(lines: Sequence[Line], contents: dict[int, str]) -> tuple[Span, .
 
 
 def build_page(paginator: Paginator, index: int, lines: list[Line], full: bool, contents: dict[int, str], tokens: int | None = None) -> Page:
-    from renderers.tokens import count_tokens
+    from .tokens import count_tokens
 
     image, missing, fonts = paginator.draw(lines)
     spans = page_spans(lines, contents)

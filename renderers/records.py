@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from renderers.fonts import FontFiles
+from .fonts import FontFiles
 
 ROLES = ("system", "user", "assistant", "tool")
 DOCUMENT_ROLE = "document"  # a document is one long "turn" drawn without a role header

@@ -31,7 +31,7 @@ import unicodedata
 
 import numpy as np
 
-from renderers.fonts import IGNORABLE, Face, Style
+from .fonts import IGNORABLE, Face, Style
 
 _RTL = "\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefe"
 COMPLEX = re.compile(

@@ -18,7 +18,7 @@ from typing import Literal
 
 from PIL import Image, ImageOps
 
-from renderers.records import RenderError
+from .records import RenderError
 
 PAD_GREY = 127  # int(0.5 * 255): the reference's pad colour, on every band
 

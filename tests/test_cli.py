@@ -187,7 +187,7 @@ def test_stats_of_a_session_that_does_not_exist(capsys, tmp_path):
 
 # -- roles: one normalisation for render, plan and OpticalMemory.add -----------------------------------
 def test_langchain_roles_are_accepted_the_same_way_everywhere(capsys, tmp_path):
-    from renderers import load_transcript
+    from optimem.renderers import load_transcript
 
     path = tmp_path / "lc.jsonl"
     path.write_text('{"role": "human", "content": "My code is QX7."}\n{"role": "AI", "content": "Noted."}\n')
@@ -214,7 +214,7 @@ def test_langchain_roles_are_accepted_the_same_way_everywhere(capsys, tmp_path):
 
 # -- plan --------------------------------------------------------------------------------------------
 def test_plan_explanation_lists_each_turn_once_and_prints_honest_ratios(capsys, chat):
-    from policies import Ladder, PageInfo, Policy, TierCost, TurnInfo, plan
+    from optimem.policies import Ladder, PageInfo, Policy, TierCost, TurnInfo, plan
 
     rc, out, _ = cli(capsys, "plan", str(BUNDLED), "--budget", "8000", "--json")
     assert rc == 0

@@ -9,8 +9,8 @@ from PIL import Image
 from optimem.backends import DeepseekOCRBackend
 from optimem.memory import ContextPage, OpticalMemory
 from optimem.model import DeepseekOCR, tiny_config
-from renderers import RenderSettings
-from renderers.tokens import EOS_ID, IMAGE_TOKEN_ID, encode
+from optimem.renderers import RenderSettings
+from optimem.renderers.tokens import EOS_ID, IMAGE_TOKEN_ID, encode
 
 SMALL = RenderSettings(page_px=320, font_px=14, margin_px=8)
 

@@ -86,7 +86,7 @@ def test_bad_inputs(tmp_path):
 def test_ask_with_a_tiny_model_splices_exactly_the_chosen_pages(tmp_path):
     from optimem.backends import DeepseekOCRBackend
     from optimem.model import DeepseekOCR, tiny_config
-    from renderers.tokens import IMAGE_TOKEN_ID
+    from optimem.renderers.tokens import IMAGE_TOKEN_ID
 
     src = tmp_path / "manual.md"
     src.write_text(_manual(12))

@@ -14,7 +14,7 @@ from optimem.backends import LayoutBackend
 from optimem.errors import InputError, ModelError
 from optimem.memory import ContextPage, ContextTurn, OpticalMemory
 from optimem.store import cache_key, open_store
-from renderers import RenderSettings, render_transcript
+from optimem.renderers import RenderSettings, render_transcript
 
 SMALL = RenderSettings(page_px=320, font_px=14, margin_px=8)
 
@@ -77,7 +77,7 @@ def test_context_fits_budget_and_floors_are_persisted(tmp_path):
     # only age floors are persisted; this call's budget squeeze leaves no trace
     assert {i: f for i, f in floors.items() if f} == ctx.plan.floors()
     # a new process (fresh memory object) with strict decay never plans those pages sharper
-    from policies import Policy
+    from optimem.policies import Policy
 
     again = OpticalMemory("s", url, render=SMALL, policy=Policy(fill_budget=False))
     order = {"large": 0, "base": 1, "small": 2, "tiny": 3, "dropped": 4}
@@ -179,20 +179,20 @@ def test_demo_runs_and_reports(tmp_path):
 
 
 def test_a_new_process_does_not_tokenize_the_history_again(tmp_path, monkeypatch):
-    import renderers.tokens
+    from optimem.renderers import tokens as renderer_tokens
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     mem = OpticalMemory("s", url, render=SMALL)
     mem.add_many(_conv(80))
     first = mem.context(3000)
     counted = []
-    real = renderers.tokens.count_tokens_batch
+    real = renderer_tokens.count_tokens_batch
 
     def counting(texts):
         counted.append(len(texts))
         return real(texts)
 
-    monkeypatch.setattr(renderers.tokens, "count_tokens_batch", counting)
+    monkeypatch.setattr(renderer_tokens, "count_tokens_batch", counting)
     again = OpticalMemory("s", url, render=SMALL).context(3000)  # another process, same session
     assert counted == [] and again.plan.to_json() == first.plan.to_json()
     mem.store.put_cache("s", "stats|turn-tokens|v2", b"[[1, 0], {\"bad\": 1}]")  # damaged: counted afresh

@@ -20,8 +20,8 @@ from optimem.backends import DeepseekOCR2Backend, DeepseekOCRBackend
 from optimem.errors import CheckpointError, ConfigError, InputError
 from optimem.memory import OpticalMemory
 from optimem.model import DeepseekOCR2, load_model
-from renderers import RenderSettings
-from renderers.tokens import IMAGE_TOKEN_ID
+from optimem.renderers import RenderSettings
+from optimem.renderers.tokens import IMAGE_TOKEN_ID
 
 SMALL = RenderSettings(page_px=320, font_px=14, margin_px=8)
 

@@ -10,7 +10,7 @@ from optimem.errors import ConfigError
 from optimem.ladders import DEEPSEEK_OCR2, DEEPSEEK_OCR_V1
 from optimem.pages import PageEncoder, PageViews, VisionCache
 from optimem.store import open_store
-from renderers import RenderSettings, render_transcript
+from optimem.renderers import RenderSettings, render_transcript
 
 
 @pytest.fixture(scope="module")

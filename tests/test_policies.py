@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optimem.ladders import DEEPSEEK_OCR_V1
-from policies import (
+from optimem.policies import (
     Ladder,
     PageInfo,
     Planner,
@@ -291,7 +291,7 @@ def test_filling_never_loses_value_against_strict_decay(tokens, budget, per_page
 @given(conversations, budgets, st.integers(min_value=1, max_value=4), st.integers(0, 60), st.integers(0, 8),
        st.integers(0, 12))
 def test_overhead_is_counted_and_the_budget_holds(tokens, budget, per_page, fixed, page_oh, turn_oh):
-    from policies import Overhead
+    from optimem.policies import Overhead
 
     turns, pages = make(tokens, per_page)
     oh = Overhead(fixed, page_oh, turn_oh)
@@ -312,7 +312,7 @@ def test_overhead_is_counted_and_the_budget_holds(tokens, budget, per_page, fixe
 
 
 def test_overhead_errors():
-    from policies import Overhead
+    from optimem.policies import Overhead
 
     turns, pages = make([10] * 10)
     with pytest.raises(PolicyError, match="template"):

@@ -17,7 +17,7 @@ from optimem import OpticalMemory
 from optimem.errors import InputError
 from optimem.store import open_store
 from optimem.store.base import tier_rank
-from policies import Policy, Schedule
+from optimem.policies import Policy, Schedule
 
 WORDS = ("booking reference flight seat window aisle invoice total refund policy meeting agenda notes "
          "server restart deploy rollback latency budget quarterly forecast").split()

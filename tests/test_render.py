@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from renderers import (
+from optimem.renderers import (
     FontError,
     FontFiles,
     Paginator,
@@ -28,7 +28,7 @@ from renderers import (
     render_document,
     render_transcript,
 )
-from renderers.text import CLOSING
+from optimem.renderers.text import CLOSING
 
 SMALL = RenderSettings(page_px=320, font_px=14, margin_px=8)  # small pages: many page breaks, fast
 
@@ -103,7 +103,7 @@ def test_determinism_byte_identical_png():
     assert [p.png_bytes() for p in a] == [p.png_bytes() for p in b]
     # a fresh process (cold caches) draws the same bytes
     code = (
-        "import sys,json; from renderers import render_transcript;"
+        "import sys,json; from optimem.renderers import render_transcript;"
         f"p=render_transcript({turns!r}); sys.stdout.write(p[0].content_hash)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from optimem.backends import NoModelBackend
 from optimem.memory import OpticalMemory
-from policies import Policy, PolicyError
-from renderers import RenderSettings, load_transcript
+from optimem.policies import Policy, PolicyError
+from optimem.renderers import RenderSettings, load_transcript
 
 SMALL = RenderSettings(page_px=320, font_px=14, margin_px=8)
 _session = itertools.count()
@@ -142,7 +142,7 @@ def test_retention_bench_pieces():
     from optimem.bench.retention import _norm, chat_loop, generated, truncation_kept, turn_text_accuracy
     from optimem.ladders import DEEPSEEK_OCR_V1
     from optimem.records import page_infos, turn_infos
-    from renderers import paginate
+    from optimem.renderers import paginate
 
     turns, facts = generated(3, 120)
     assert facts and len({k for _, k in facts}) == len(facts)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from renderers import Paginator, RenderSettings, Turn, load_transcript, normalize_text, render_transcript
-from renderers.shaping import _visual_runs, bidi_levels, line_ink, paragraph_is_rtl
-from renderers.text import lang_face, paragraph_face, turn_face
+from optimem.renderers import Paginator, RenderSettings, Turn, load_transcript, normalize_text, render_transcript
+from optimem.renderers.shaping import _visual_runs, bidi_levels, line_ink, paragraph_is_rtl
+from optimem.renderers.text import lang_face, paragraph_face, turn_face
 
 DATA = Path(__file__).parent / "data" / "multilingual.jsonl"
 SMALL = RenderSettings(page_px=320, font_px=14, margin_px=8)
@@ -63,7 +63,7 @@ def test_multilingual_pages_are_byte_identical_across_processes():
     turns = load_transcript(DATA)
     (page,) = render_transcript(turns)
     code = (
-        "import sys; from renderers import load_transcript, render_transcript;"
+        "import sys; from optimem.renderers import load_transcript, render_transcript;"
         f"sys.stdout.write(render_transcript(load_transcript({str(DATA)!r}))[0].content_hash)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -187,18 +187,18 @@ def test_cjk_face_from_turn_metadata_changes_the_glyphs():
 
 
 def test_latin_and_cjk_lines_never_take_the_shaping_path(monkeypatch):
-    import renderers.layout
+    from optimem.renderers import layout
 
     def refuse(*args):
         raise AssertionError(f"shaped: {args[1:]}")
 
-    monkeypatch.setattr(renderers.layout, "line_ink", refuse)
+    monkeypatch.setattr(layout, "line_ink", refuse)
     (page,) = render_transcript([{"role": "user", "content": "plain English text 🍜, no scripts.\n光学记忆。ひらがな"}])
     assert page.missing_glyphs == 0
 
 
 def test_script_fonts_can_be_left_out():
-    from renderers import FontFiles
+    from optimem.renderers import FontFiles
 
     bare = FontFiles.default()
     bare = FontFiles(bare.sans, bare.bold, bare.mono, bare.cjk, arabic="", hebrew="", emoji="", symbols="")

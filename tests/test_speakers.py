@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from renderers import RenderSettings, Turn, paginate, render_transcript
-from renderers.records import RenderError
+from optimem.renderers import RenderSettings, Turn, paginate, render_transcript
+from optimem.renderers.records import RenderError
 
 SMALL = RenderSettings(page_px=320, font_px=14, margin_px=8)
 

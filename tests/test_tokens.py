@@ -1,4 +1,4 @@
-from renderers.tokens import IMAGE_TOKEN_ID, OCR_ADDED_TOKENS, count_tokens, decode, encode, load_tokenizer
+from optimem.renderers.tokens import IMAGE_TOKEN_ID, OCR_ADDED_TOKENS, count_tokens, decode, encode, load_tokenizer
 
 
 def test_ocr_added_tokens_have_their_ids():
@@ -25,7 +25,7 @@ def test_long_texts_are_counted_in_pieces_never_short(monkeypatch):
     import json
     from pathlib import Path
 
-    from renderers import tokens
+    from optimem.renderers import tokens
 
     chat = [json.loads(line)["content"] for line in
             (Path(__file__).parents[1] / "optimem/data/example_chat.jsonl").read_text().splitlines()]

@@ -195,8 +195,8 @@ def make_conversation(target_tokens: int) -> list[dict]:
     two turns are identical), user turns then a 128-token assistant reply, until `target_tokens`."""
     from importlib import resources
 
-    from renderers import load_transcript
-    from renderers.tokens import count_tokens
+    from optimem.renderers import load_transcript
+    from optimem.renderers.tokens import count_tokens
 
     base = [t for t in load_transcript(str(resources.files("optimem").joinpath("data/example_chat.jsonl"))) if t.role == "user"]
     filler = ("Noted, I will keep that in mind and come back to it when we plan the next step of the migration "
@@ -222,8 +222,8 @@ def _segment_key(seg) -> tuple:
 def replay(turns: list[dict], costs: Costs, budgets: list[int]) -> dict:
     from optimem.ladders import DEEPSEEK_OCR_V1
     from optimem.records import page_infos
-    from policies import Planner, TurnInfo
-    from renderers import Turn, paginate
+    from optimem.policies import Planner, TurnInfo
+    from optimem.renderers import Turn, paginate
 
     layouts = paginate([Turn(t["role"], t["content"]) for t in turns])
     # page k is sealed once the next page has begun: pagination is restartable, so this equals what

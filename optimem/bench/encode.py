@@ -64,8 +64,8 @@ def _page_image(size: int):
     PIL-drawn page of the same size: preprocessing cost depends on the size, not the text."""
     try:
         from optimem.bench.render import sample_text
-        from renderers import RenderSettings, Turn
-        from renderers.layout import Paginator
+        from optimem.renderers import RenderSettings, Turn
+        from optimem.renderers.layout import Paginator
 
         pg = Paginator(RenderSettings(page_px=1024, font_px=24, margin_px=24))
         lines, _, _ = next(pg.iter_page_lines([Turn("document", sample_text("en", 3600, seed=1))]))

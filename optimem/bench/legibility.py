@@ -128,7 +128,7 @@ def _ocr_one(job: tuple) -> dict:
     from PIL import Image
     from rapidfuzz.distance import Levenshtein
 
-    from renderers import RenderSettings, render_document
+    from optimem.renderers import RenderSettings, render_document
 
     kind, font, tier, *rest = job
     max_lines = rest[0] if rest else None  # read only the first lines (a quick test of one script)
@@ -228,7 +228,7 @@ def contact_sheet(path: str, transcript: str = SHEET_TRANSCRIPT) -> None:
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from renderers import FontFiles, load_transcript, render_transcript
+    from optimem.renderers import FontFiles, load_transcript, render_transcript
 
     import numpy as np
 

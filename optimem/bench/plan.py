@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _synthetic(n_pages: int, seed: int = 0):
-    from policies import PageInfo, TurnInfo
+    from optimem.policies import PageInfo, TurnInfo
 
     rng = random.Random(seed)
     turns, pages = [], []
@@ -51,8 +51,8 @@ def example_plans(budgets=(2000, 8000, 32000)) -> list[dict]:
 
     from optimem.backends import NoModelBackend
     from optimem.records import page_infos, turn_infos
-    from policies import Policy, plan
-    from renderers import load_transcript, normalize_text, paginate
+    from optimem.policies import Policy, plan
+    from optimem.renderers import load_transcript, normalize_text, paginate
 
     backend = NoModelBackend()
     path = resources.files("optimem").joinpath("data/example_chat.jsonl")
@@ -81,7 +81,7 @@ def example_plans(budgets=(2000, 8000, 32000)) -> list[dict]:
 
 def run(args: argparse.Namespace) -> dict:
     from optimem.ladders import DEEPSEEK_OCR_V1
-    from policies import Planner, TurnInfo
+    from optimem.policies import Planner, TurnInfo
 
     turns, pages = _synthetic(args.pages)
 

@@ -62,8 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _font_for_chars(kind: str, page_px: int, chars: int) -> tuple[int, str]:
-    from renderers import RenderSettings, Turn
-    from renderers.layout import Paginator
+    from optimem.renderers import RenderSettings, Turn
+    from optimem.renderers.layout import Paginator
 
     best = None
     for px in range(10, 48):
@@ -90,8 +90,8 @@ def run(args: argparse.Namespace) -> dict:
 
     from PIL import Image, ImageDraw, ImageFont
 
-    from renderers import RenderSettings, Turn
-    from renderers.layout import Paginator
+    from optimem.renderers import RenderSettings, Turn
+    from optimem.renderers.layout import Paginator
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the issue asks

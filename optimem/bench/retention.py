@@ -94,8 +94,8 @@ def bundled(max_facts: int = 40) -> tuple[list[dict], list[tuple[int, str]]]:
     `detect_exact` flags, no spaces), at the turn each first appears, at most `max_facts` spread evenly."""
     from importlib import resources
 
-    from policies.exact import _PATTERNS
-    from renderers import load_transcript
+    from optimem.policies.exact import _PATTERNS
+    from optimem.renderers import load_transcript
 
     turns = [{"role": t.role, "content": t.content}
              for t in load_transcript(str(resources.files("optimem").joinpath("data/example_chat.jsonl")))]
@@ -131,7 +131,7 @@ def _sealed_at(layouts: list[Any]) -> list[int]:
 
 def chat_loop(records, pages, sealed_at, budget: int, strategy: str, ladder, overhead) -> dict:
     """Plan after every turn; returns the last plan and the budget use over the loop."""
-    from policies import Planner, Policy, PolicyError
+    from optimem.policies import Planner, Policy, PolicyError
 
     fill = strategy == "optimem"
     planner = Planner(ladder, Policy(fill_budget=fill), overhead)
@@ -319,8 +319,8 @@ def run(args: argparse.Namespace) -> dict:
 
     from optimem.backends import NoModelBackend
     from optimem.records import page_infos, stored_turn_infos
-    from policies import Overhead
-    from renderers import RenderSettings, render_transcript
+    from optimem.policies import Overhead
+    from optimem.renderers import RenderSettings, render_transcript
 
     backend = NoModelBackend()
     ladder = backend.ladder.costs

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from optimem.memory import OpticalMemory
     from optimem.progress import progress_bar
-    from renderers import load_transcript
+    from optimem.renderers import load_transcript
 
     console = Console(stderr=True)
     if Path(args.out).exists() and not Path(args.out).is_dir():  # before any work

@@ -29,10 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from optimem.ladders import DEEPSEEK_OCR_V1
     from optimem.records import page_infos, turn_infos
     from optimem.progress import progress_bar
-    from policies import Policy, plan
-    from renderers import PageLayout, Paginator, load_input, normalize_text
-    from renderers.layout import page_spans
-    from renderers.tokens import count_tokens_batch
+    from optimem.policies import Policy, plan
+    from optimem.renderers import PageLayout, Paginator, load_input, normalize_text
+    from optimem.renderers.layout import page_spans
+    from optimem.renderers.tokens import count_tokens_batch
 
     turns = load_input(args.input)
     if isinstance(turns, str):

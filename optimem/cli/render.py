@@ -52,7 +52,7 @@ def page_record(page, tier: str, path: Path) -> dict:
 def run(args: argparse.Namespace) -> int:
     from optimem.progress import progress_bar, stderr_console
     from optimem.ladders import DEEPSEEK_OCR_V1
-    from renderers import DOCUMENT_ROLE, RenderSettings, Turn, iter_pages, load_input, png_bytes
+    from optimem.renderers import DOCUMENT_ROLE, RenderSettings, Turn, iter_pages, load_input, png_bytes
 
     if Path(args.out).exists() and not Path(args.out).is_dir():  # before any work
         common.output_dir(args.out, PAGE_FILES)

@@ -147,7 +147,7 @@ class DeepseekOCR(DecoderMixin, CompileMixin):
         load_into(module, path)
         tok = None
         if (path / "tokenizer.json").exists():
-            from renderers.tokens import load_tokenizer
+            from optimem.renderers.tokens import load_tokenizer
 
             tok = load_tokenizer(str(path / "tokenizer.json"))
         digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()[:8]

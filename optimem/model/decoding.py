@@ -22,7 +22,7 @@ class DecoderMixin:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from renderers.tokens import load_tokenizer
+            from optimem.renderers.tokens import load_tokenizer
 
             self._tokenizer = load_tokenizer()
         return self._tokenizer

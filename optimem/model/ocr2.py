@@ -178,7 +178,7 @@ class DeepseekOCR2(DecoderMixin, CompileMixin):
             raise CheckpointError(f"checkpoint {path} does not fit DeepSeek-OCR-2: " + "; ".join(problems))
         tok = None
         if (path / "tokenizer.json").exists():
-            from renderers.tokens import load_tokenizer
+            from optimem.renderers.tokens import load_tokenizer
 
             tok = load_tokenizer(str(path / "tokenizer.json"))
         digest = hashlib.sha256(config_file.read_bytes()).hexdigest()[:8]

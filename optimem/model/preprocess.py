@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from optimem.errors import ConfigError, InputError
 from optimem.ladders import DEEPSEEK_OCR_V1
-from renderers.tiers import PAD_GREY, view
+from optimem.renderers.tiers import PAD_GREY, view
 
 # (image size fed to the encoder, mode): v1's four native modes, from its one tier table
 MODES = {v.name: (v.size, v.mode) for v in DEEPSEEK_OCR_V1.views}
