@@ -153,12 +153,7 @@ def dump_json(value: Any, what: str) -> str:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{what} is not JSON-serialisable: {exc}") from None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InputError(f"{what} holds a lone surrogate {text[exc.start]!r} that is not valid Unicode text; "
-                         "decode the source with errors='replace' first") from None
-    return text
+    return _check_text(text, what)
 
 
 def _check_text(value: Any, what: str) -> str:
