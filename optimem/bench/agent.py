@@ -28,6 +28,7 @@ import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+from optimem.progress import track
 
 WORDS = ("alpha beta gamma delta engine river market ledger window orbit signal harbor copper meadow "
          "lantern quartz summit velvet thunder canyon pixel archive beacon cobalt dune ember falcon "
@@ -172,7 +173,7 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
     page_bytes: list[float] = []
     last_calls_dt: list[float] = []
     t_start = time.perf_counter()
-    for i in range(turns):
+    for i in track(range(turns), total=turns, unit="turns"):
         n0 = len(calls)
         try:
             agent.invoke({"messages": [{"role": "user", "content": user_turn(i)}]}, cfg)
@@ -312,7 +313,7 @@ def run_baseline(method: str, provider: str, budget: int, turns: int) -> dict[st
     cfg = {"configurable": {"thread_id": "b"}, "recursion_limit": 50}
     errors = split = dup = within = over = 0
     t_start = time.perf_counter()
-    for i in range(turns):
+    for i in track(range(turns), total=turns, unit="turns"):
         n0 = len(calls)
         try:
             agent.invoke({"messages": [{"role": "user", "content": user_turn(i)}]}, cfg)

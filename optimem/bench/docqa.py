@@ -15,6 +15,7 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from optimem.progress import track
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     pages = {p.index: " ".join(p.text.split()) for p in dm.store.get_pages("manual", with_png=False)}
     hits = {1: 0, 3: 0, 5: 0}
     split = 0
-    for q in questions:
+    for q in track(questions, total=len(questions), unit="questions"):
         needle = " ".join(q["needle"].split())
         relevant = {i for i, tx in pages.items() if needle in tx}
         if not relevant:

@@ -16,6 +16,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from optimem.progress import track
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def bench_adds(url: str, n: int) -> dict:
 
     mem = OpticalMemory("bench-adds", url)
     times = []
-    for i in range(n):
+    for i in track(range(n), total=n, unit="adds"):
         t = time.perf_counter()
         mem.add(**{k: v for k, v in _turn(i).items()})
         times.append(time.perf_counter() - t)

@@ -24,6 +24,7 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from optimem.progress import track
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,7 +66,7 @@ def bench_chat(db: Path, budget: int, turns: int) -> dict:
     mem = OpticalMemory("bench-pipeline", url)
     per_turn = []
     shown = 0
-    for t in chat:
+    for t in track(chat, total=len(chat), unit="turns", description="memory turn by turn"):
         mem.add(t["role"], t["content"])
         start = time.perf_counter()
         ctx, images = _context_with_images(mem, budget)
@@ -121,7 +122,7 @@ def bench_compressor(messages: int, budget: int) -> dict:
         msgs.append((HumanMessage if t["role"] == "user" else AIMessage)(t["content"]))
     comp = OpticalCompressor(provider="anthropic", budget=budget, thread_id="bench")
     times = []
-    for n in range(1, messages + 1):
+    for n in track(range(1, messages + 1), total=messages, unit="invokes", description="compressor"):
         start = time.perf_counter()
         comp.invoke(msgs[:n])
         times.append(time.perf_counter() - start)

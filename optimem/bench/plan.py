@@ -7,6 +7,7 @@ import argparse
 import random
 import statistics
 import time
+from optimem.progress import track
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,7 +63,7 @@ def example_plans(budgets=(2000, 8000, 32000)) -> list[dict]:
     pages = page_infos(layouts)
     total_text = sum(r.tokens for r in records)
     rows = []
-    for b in budgets:
+    for b in track(budgets, total=len(budgets), unit="budgets"):
         for policy in ("default", "strict"):
             p = plan(records, pages, b, backend.ladder.costs, Policy(fill_budget=policy == "default"),
                      overhead=backend.template_overhead)

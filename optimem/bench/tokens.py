@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from importlib import resources
+from optimem.progress import track
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> dict:
         return sum(counts.get(id(m), 0) or text_tokens(m.content if isinstance(m.content, str) else "") for m in ms)
 
     table = []
-    for provider in args.providers:
+    for provider in track(args.providers, total=len(args.providers), unit="providers"):
         for budget in args.budgets:
             comp = OpticalCompressor(provider=provider, budget=budget)
             report = comp.invoke(msgs)[0].response_metadata["optimem"]
