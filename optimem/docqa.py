@@ -45,7 +45,6 @@ from optimem.search import PageIndex
 from optimem.store import Store, StoredPage, open_store
 
 log = logging.getLogger(__name__)
-MASTER = 1280
 INGEST_BATCH = 8  # pages per store write (and per page-range allocation) while ingesting
 
 
@@ -217,29 +216,9 @@ class DocumentMemory:
             yield page.png_bytes(), page.text, page.content_hash, None
 
     def _pdf_pages(self, path: Path, data: bytes, on_open=None):
-        import pypdfium2 as pdfium
+        from optimem.pdf import pdf_pages
 
-        from optimem.renderers.records import pixels_hash, png_bytes
-
-        try:
-            pdf = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError as exc:
-            msg = str(exc)
-            hint = "it is encrypted (password protected); decrypt it first" if "password" in msg.lower() else "it is corrupt or not a PDF"
-            raise InputError(f"cannot open {path}: {hint} ({msg})") from None
-        try:
-            if on_open is not None:
-                on_open(len(pdf))
-            for i in range(len(pdf)):
-                page = pdf[i]
-                w, h = page.get_size()
-                image = page.render(scale=MASTER / max(w, h)).to_pil().convert("L")
-                text = page.get_textpage().get_text_range()
-                png = png_bytes(image)
-                yield png, text, pixels_hash(image), pdf.get_page_label(i) or None
-                page.close()
-        finally:
-            pdf.close()
+        yield from pdf_pages(data, str(path), on_open=on_open)
 
     # -- ask ----------------------------------------------------------------------------------------
     def _index(self, pages: list[StoredPage]) -> PageIndex:
