@@ -35,16 +35,22 @@ def build_agent(model: Any, *, provider: str, budget: int, store: str, tools: li
                         middleware=[OpticalMemoryMiddleware(compressor)], checkpointer=checkpointer or InMemorySaver())
 
 
-def agent_loop(agent: Any, thread: str, read=input, write=print) -> int:
-    turns = 0
-    config = {"configurable": {"thread_id": thread}}
+def user_lines(read=input):
+    """What the user types, line by line, until an empty line or the end of input."""
     while True:
         try:
             line = read("you> ").strip()
         except EOFError:
-            break
+            return
         if not line:
-            break
+            return
+        yield line
+
+
+def agent_loop(agent: Any, thread: str, read=input, write=print) -> int:
+    turns = 0
+    config = {"configurable": {"thread_id": thread}}
+    for line in user_lines(read):
         result = agent.invoke({"messages": [{"role": "user", "content": line}]}, config)
         write(f"assistant> {result['messages'][-1].content}")
         turns += 1
@@ -57,13 +63,7 @@ def chat_loop(model, history: OpticalChatMessageHistory, compressor: OpticalComp
     from langchain_core.messages import HumanMessage, SystemMessage
 
     turns = 0
-    while True:
-        try:
-            line = read("you> ").strip()
-        except EOFError:
-            break
-        if not line:
-            break
+    for line in user_lines(read):
         history.add_message(HumanMessage(line))
         messages = [SystemMessage("You are a helpful assistant."), *history.messages]
         config = {"configurable": {"thread_id": history.session_id}}

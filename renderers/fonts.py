@@ -151,24 +151,14 @@ class Face:
         """(bitmap, left bearing, top above baseline, advance) of a character, all in pixels."""
         self._face.load_char(ch, self._ft.FT_LOAD_RENDER | self._ft.FT_LOAD_TARGET_NORMAL)
         g = self._face.glyph
-        bm = g.bitmap
-        if bm.rows and bm.width:
-            arr = np.array(bm.buffer, dtype=np.uint8).reshape(bm.rows, bm.pitch)[:, : bm.width]
-        else:
-            arr = np.zeros((0, 0), dtype=np.uint8)
-        return arr, g.bitmap_left, g.bitmap_top, (g.advance.x + 32) >> 6
+        return _bitmap(g), g.bitmap_left, g.bitmap_top, (g.advance.x + 32) >> 6
 
     def raster_glyph(self, gid: int) -> tuple[np.ndarray, int, int]:
         """(bitmap, left, top) of a glyph by id, for shaped text. Light hinting only: it keeps the
         horizontal metrics the shaper positioned, so joined Arabic letters meet without gaps."""
         self._face.load_glyph(gid, self._ft.FT_LOAD_RENDER | self._ft.FT_LOAD_TARGET_LIGHT)
         g = self._face.glyph
-        bm = g.bitmap
-        if bm.rows and bm.width:
-            arr = np.array(bm.buffer, dtype=np.uint8).reshape(bm.rows, bm.pitch)[:, : bm.width]
-        else:
-            arr = np.zeros((0, 0), dtype=np.uint8)
-        return arr, g.bitmap_left, g.bitmap_top
+        return _bitmap(g), g.bitmap_left, g.bitmap_top
 
 
 class Style:
@@ -385,3 +375,11 @@ def load_styles(files: FontFiles, body_px: int, line_spacing: float, cjk_face: s
         "bold": Style([bold, sans, *tail], body_px, line_height, shaping=shaping),
         "mono": Style([mono, sans, *tail], body_px, line_height, mono_cell=mono_adv, shaping=shaping),
     }
+
+
+def _bitmap(glyph) -> np.ndarray:
+    """A rendered freetype glyph's coverage as a [rows, width] uint8 array (empty for a blank glyph)."""
+    bm = glyph.bitmap
+    if bm.rows and bm.width:
+        return np.array(bm.buffer, dtype=np.uint8).reshape(bm.rows, bm.pitch)[:, : bm.width]
+    return np.zeros((0, 0), dtype=np.uint8)
