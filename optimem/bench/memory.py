@@ -88,14 +88,10 @@ def run(args: argparse.Namespace) -> dict:
     server = None
     try:
         redis_url = args.redis
-        helper = Path(__file__).resolve().parents[2] / "tests" / "local_redis.py"  # the tests' throwaway server
-        if redis_url is None and shutil.which("redis-server") and helper.exists():
-            import importlib.util
+        if redis_url is None and shutil.which("redis-server"):
+            from optimem.bench.redis_local import LocalRedis  # the benchmarks' throwaway server
 
-            spec = importlib.util.spec_from_file_location("optimem_tests_local_redis", helper)
-            local_redis = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(local_redis)
-            server = local_redis.RedisServer().start()
+            server = LocalRedis().start()
             redis_url = server.url + "?prefix=bench"
         sqlite_url = f"sqlite:///{tmp / 'bench.db'}"
         rows = [{"store": "sqlite (file, WAL)", **bench_adds(sqlite_url, args.adds)}]
