@@ -86,7 +86,7 @@ class DocumentMemory:
         self.session = check_session(session)
         self.store = store if isinstance(store, Store) else open_store(store)
         self.backend = backend or NoModelBackend()
-        self.views = PageViews(self.backend.ladder, self._load_png, store=self.store, session=self.session)
+        self.views = PageViews(self.backend.ladder, store=self.store, session=self.session)
         self._encoder: PageEncoder | None = None
         self._page_index: PageIndex | None = None
 
@@ -328,8 +328,3 @@ class DocumentMemory:
             self._encoder = PageEncoder(self.backend, VisionCache(self.store, self.session, self.backend.model_id))
         return self._encoder
 
-    def _load_png(self, index: int) -> bytes:
-        (page,) = self.store.get_pages(self.session, index, index + 1) or [None]
-        if page is None or not page.png:
-            raise InputError(f"session {self.session!r} has no page {index}")
-        return page.png

@@ -76,7 +76,7 @@ class OpticalMemory:
         self._planned_turns = 0
         self._planned_pages = 0
         self._floors: dict[int, str | None] = {}
-        self.views = PageViews(self.backend.ladder, self._load_png, store=self.store, session=self.session)
+        self.views = PageViews(self.backend.ladder, store=self.store, session=self.session)
         self._encoder: PageEncoder | None = None
 
     @property
@@ -397,12 +397,6 @@ class OpticalMemory:
         if not ids:
             return []
         return self.store.get_turns(self.session, min(ids), max(ids) + 1)
-
-    def _load_png(self, index: int) -> bytes:
-        (page,) = self.store.get_pages(self.session, index, index + 1) or [None]
-        if page is None or not page.png:
-            raise InputError(f"session {self.session!r} has no sealed page {index}")
-        return page.png
 
     # -- encoding -----------------------------------------------------------------------------------
     @property

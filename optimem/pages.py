@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from optimem.errors import CacheCorruptError
+from optimem.errors import CacheCorruptError, InputError
 from optimem.ladders import ModelLadder
 
 log = logging.getLogger(__name__)
@@ -50,17 +50,18 @@ class _LRU(OrderedDict):
 
 
 class PageViews:
-    """Masters and tier views of one session's pages. `load_png(index)` reads a master PNG.
+    """Masters and tier views of one session's pages. `load_png(index)` reads a master PNG (default:
+    from `store`, the page rows of `session`).
 
     A view is derived from its master once: kept in this process (LRU) and, with a store, saved there
     as a lossless PNG beside the vision-token cache, so another process (or this one after eviction)
     reads a small PNG instead of decoding and resampling the master again. `many()` derives the views
     a context is missing in parallel (Pillow releases the GIL while it decodes and resamples)."""
 
-    def __init__(self, ladder: ModelLadder, load_png: Callable[[int], bytes], *, store: Any = None,
+    def __init__(self, ladder: ModelLadder, load_png: Callable[[int], bytes] | None = None, *, store: Any = None,
                  session: str | None = None, max_views: int = 512, max_masters: int = 4) -> None:
         self.ladder = ladder
-        self._load_png = load_png
+        self._load_png = load_png or self._stored_png
         self._store, self._session = store, session
         self.max_masters = max_masters
         self._lock = threading.Lock()
@@ -70,6 +71,13 @@ class PageViews:
 
     def png(self, index: int) -> bytes:
         return self._load_png(index)
+
+    def _stored_png(self, index: int) -> bytes:
+        """A page's master PNG from the session's store (the loader unless one is given)."""
+        (page,) = self._store.get_pages(self._session, index, index + 1) or [None]
+        if page is None or not page.png:
+            raise InputError(f"session {self._session!r} has no page {index}")
+        return page.png
 
     def remember(self, content_hash: str, master) -> None:
         """A master just drawn (a page being sealed): its first views need no PNG read and decode."""
