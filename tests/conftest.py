@@ -5,14 +5,14 @@ import shutil
 import pytest
 
 
-from local_redis import RedisServer  # noqa: E402  (tests/local_redis.py)
+from optimem.bench.redis_local import LocalRedis
 
 
 @pytest.fixture(scope="session")
 def redis_server():
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (bash scripts/setup.sh --dev installs it)")
-    server = RedisServer().start()
+    server = LocalRedis(persistence="none").start()  # the store's no-persistence warning is tested on it
     yield server
     server.cleanup()
 

@@ -16,6 +16,7 @@ import uuid
 import numpy as np
 import pytest
 
+from optimem.bench.redis_local import LocalRedis
 from optimem.errors import CacheCorruptError, ConfigError, InputError, StoreError
 from optimem.store import StoredPage, cache_key, codec, open_store
 from optimem.store.base import tier_rank
@@ -54,9 +55,7 @@ def test_keyed_append_is_a_no_op_on_retry(url):
 def test_sigstop_past_the_timeout_then_retry_with_the_same_key_stores_once(tmp_path):
     """The request reaches a stalled Redis, the client times out, Redis later applies it: the error
     says it may have been applied, and the retry with the same key is a no-op."""
-    from local_redis import RedisServer
-
-    server = RedisServer().start()
+    server = LocalRedis(persistence="none").start()
     try:
         st = open_store(server.url + "?prefix=amb&timeout=0.5")
         st.append_turns("s", [{"role": "user", "content": "warm-up"}])  # a pooled, open connection
@@ -130,9 +129,7 @@ def test_redis_warns_when_nothing_is_persisted(redis_server, caplog):
         st.count_turns("s")
     assert st.persistence() == {"aof": False, "rdb": False}
     assert any("appendonly" in r.getMessage() for r in caplog.records)
-    from local_redis import RedisServer
-
-    durable = RedisServer(persist=True).start()
+    durable = LocalRedis(persistence="always").start()
     try:
         caplog.clear()
         st2 = open_store(durable.url + "?prefix=persist")

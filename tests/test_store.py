@@ -10,6 +10,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from optimem.bench.redis_local import LocalRedis
 from optimem.errors import CacheCorruptError, ConfigError, SessionError, StoreError
 from optimem.store import StoredPage, cache_key, open_store
 from optimem.store import codec
@@ -155,9 +156,7 @@ def test_unknown_store_url():
 
 
 def test_redis_stops_mid_write_and_recovers(tmp_path):
-    from local_redis import RedisServer
-
-    server = RedisServer(persist=True).start()
+    server = LocalRedis(persistence="always").start()
     try:
         st = open_store(server.url + "?prefix=crash")
         st.append_turns("s", [{"role": "user", "content": f"before {i}"} for i in range(5)])

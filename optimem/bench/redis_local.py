@@ -75,11 +75,12 @@ class RedisNode:
     cluster: bool = False
     node_timeout_ms: int = 1000
     appendonly: bool = True  # what optimem's store asks of a production Redis (AOF, fsync every second)
+    appendfsync: str = "everysec"  # "always": every acknowledged write survives kill -9 (crash tests)
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self, timeout: float = 10.0) -> "RedisNode":
         args = [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
                 "--daemonize", "no",
                 "--logfile", str(self.dir / "redis.log")]
         if self.cluster:
@@ -108,6 +109,15 @@ class RedisNode:
 
     stop = kill
 
+    def pause(self) -> None:
+        """SIGSTOP: the server accepts nothing and answers nothing until `resume` (a stalled Redis)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -119,11 +129,18 @@ class RedisNode:
 
 
 class LocalRedis:
-    """A single redis-server on a free loopback port."""
+    """A single redis-server on a free loopback port.
 
-    def __init__(self) -> None:
+    `persistence`: "everysec" (AOF fsynced every second, the production default), "always" (AOF fsynced
+    per write) or "none" (no AOF, no RDB: what the store warns about).
+    """
+
+    def __init__(self, persistence: str = "everysec") -> None:
+        if persistence not in ("everysec", "always", "none"):
+            raise ConfigError(f"persistence must be 'everysec', 'always' or 'none', not {persistence!r}")
         self.dir = Path(tempfile.mkdtemp(prefix="optimem-redis-"))
-        self.node = RedisNode(free_port_pair(), self.dir)
+        self.node = RedisNode(free_port_pair(), self.dir, appendonly=persistence != "none",
+                              appendfsync="always" if persistence == "always" else "everysec")
 
     @property
     def url(self) -> str:
@@ -132,6 +149,16 @@ class LocalRedis:
     def start(self) -> "LocalRedis":
         self.node.start()
         return self
+
+    def stop(self) -> None:
+        """kill -9; `start` again brings it back on the same port with the same append-only file."""
+        self.node.kill()
+
+    def pause(self) -> None:
+        self.node.pause()
+
+    def resume(self) -> None:
+        self.node.resume()
 
     def cleanup(self) -> None:
         self.node.kill()
