@@ -40,31 +40,33 @@ def test_unreachable_cluster_is_a_store_error():
         open_store(f"redis+cluster://127.0.0.1:{free_port_pair()}/")
 
 
-def test_every_command_stays_in_the_session_slot(cluster):
+def _spy_commands(monkeypatch) -> list[tuple]:
+    """Every command sent through redis-py, by the cluster client or a node's plain client, pipelines and
+    transactions included: (args, "cluster" or "node")."""
+    import redis
+    from redis.client import Pipeline
+    from redis.cluster import ClusterPipeline, RedisCluster
+
+    sent: list[tuple] = []
+    for cls, via in ((redis.Redis, "node"), (Pipeline, "node"), (RedisCluster, "cluster"), (ClusterPipeline, "cluster")):
+        real = cls.execute_command
+
+        def spy(self, *args, _real=real, _via=via, **kw):
+            sent.append((args, _via))
+            return _real(self, *args, **kw)
+
+        monkeypatch.setattr(cls, "execute_command", spy)
+    return sent
+
+
+def test_every_command_stays_in_the_session_slot(cluster, monkeypatch):
     """Scripts, transactions and plain commands name only one session's keys: one slot per session, for
-    every store operation (a cross-slot script or transaction would also be refused by redis-py)."""
+    every store operation (a cross-slot script or transaction would also be refused by Redis). And they
+    go straight to the slot's master through its plain client, not through redis-py's cluster router."""
     from redis.crc import key_slot
 
     st = open_store(cluster.url + "?prefix=slots")
-    sent: list[tuple] = []
-    real_exec, real_pipeline = st.client.execute_command, st.client.pipeline
-
-    def spy(*args, **kw):
-        sent.append(args)
-        return real_exec(*args, **kw)
-
-    def pipeline(*a, **kw):
-        pipe = real_pipeline(*a, **kw)
-        inner = pipe.execute_command
-
-        def record(*args, **kw2):
-            sent.append(args)
-            return inner(*args, **kw2)
-
-        pipe.execute_command = record
-        return pipe
-
-    st.client.execute_command, st.client.pipeline = spy, pipeline
+    sent = _spy_commands(monkeypatch)
     page = StoredPage(0, [{"turn": 0, "start": 0, "end": 1}], "x", 1, "h0", png=b"p")
     for s in ("alice", "bob", "c.d-e_f"):
         st.append_turns(s, [{"role": "user", "content": "x", "key": "k1"}, {"role": "assistant", "content": "y"}])
@@ -80,7 +82,9 @@ def test_every_command_stays_in_the_session_slot(cluster):
         st.delete_pages(s, [1])
         assert st.delete_doc(s, "doc")
     assert len(sent) > 50
-    for args in sent:
+    routed = [a[:2] for a, via in sent if via == "cluster" and a[0] != "CONFIG GET"]  # the persistence check
+    assert not routed, routed[:5]
+    for args, _ in sent:
         name = str(args[0]).upper()
         if name in ("EVALSHA", "EVAL"):
             keys = args[3:3 + int(args[2])]
@@ -96,6 +100,29 @@ def test_every_command_stays_in_the_session_slot(cluster):
     assert sorted(st.list_sessions()) == ["alice", "bob", "c.d-e_f"]
     st.delete_session("bob")
     assert st.list_sessions() == ["alice", "c.d-e_f"] and st.count_turns("bob") == 0
+
+
+def test_stale_slot_map_is_followed_not_surfaced(cluster, monkeypatch):
+    """A slot map pointing a session at the wrong master (as after a reshard or failover the client has not
+    seen): the direct call gets MOVED, is retried through the cluster client, which follows the redirect and
+    fixes the map; nothing surfaces, nothing is stored twice, and the next call goes direct again."""
+    from redis.crc import key_slot
+
+    st = open_store(cluster.url + "?prefix=stale")
+    st.append_turns("s1", [{"role": "user", "content": "a"}])
+    nm = st.client.nodes_manager
+    slot = key_slot(b"{s1}")
+    right = nm.slots_cache[slot][0]
+    wrong = next(n for n in nm.nodes_cache.values() if n.server_type == "primary" and n.name != right.name)
+    nm.slots_cache[slot] = [wrong]
+    sent = _spy_commands(monkeypatch)
+    assert st.append_turns("s1", [{"role": "user", "content": "b"}]) == [1]  # unkeyed: not resent blindly
+    evals = [via for a, via in sent if a[0] == "EVALSHA"]
+    assert evals[0] == "node" and "cluster" in evals, evals  # refused by the wrong master, then followed
+    assert nm.slots_cache[slot][0].name == right.name
+    sent.clear()
+    assert [t.content for t in st.get_turns("s1")] == ["a", "b"]
+    assert {via for _, via in sent} == {"node"}
 
 
 def test_list_sessions_spans_every_master_and_no_other_prefix(cluster):

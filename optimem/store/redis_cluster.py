@@ -6,6 +6,16 @@ MULTI/EXEC transactions only ever name keys of one slot, and redis-py's cluster 
 the master that owns it (it refuses a cross-slot script or transaction instead of splitting it).
 What differs on a cluster, and lives here:
 
+- Routing. Since all of a session's keys share one slot, the store computes that slot once per
+  session and sends the session's scripts, transactions and commands straight to the master that
+  owns it, through that node's plain `redis.Redis` pool (the one redis-py's cluster client keeps for
+  the node): the same client work per call as on a single node. redis-py's `RedisCluster` does much
+  more Python work per command (command policies, hashing every key, node selection, metrics), which
+  on a CPU-bound client costs more than the round trip. The slot map is redis-py's; when the direct
+  call fails because the map is stale (MOVED/ASK, TRYAGAIN, CLUSTERDOWN, a refused connection), the
+  call is retried through `RedisCluster` itself, which follows redirects and updates the map that the
+  next direct call reads.
+
 - Topology changes. MOVED/ASK redirects during resharding are followed inside redis-py. A failover
   (a master dies, its replica is promoted after `cluster-node-timeout`) shows up as refused
   connections and CLUSTERDOWN for a few seconds; calls are retried with backoff and a topology refresh
@@ -131,8 +141,31 @@ def _cluster_class() -> type:
     return _CLASSES["cluster"]
 
 
+class _RoutedScript:
+    """A registered Lua script run on the client the current call is routed to (the session's master
+    directly, or `RedisCluster` when retrying after a topology change)."""
+
+    def __init__(self, store: "RedisClusterStore", script: Any) -> None:
+        self.store, self.script = store, script
+
+    def __call__(self, keys: Any = None, args: Any = None) -> Any:
+        return self.script(keys=keys, args=args, client=self.store.client)
+
+
 class RedisClusterStore(RedisStore):
-    """`RedisStore` through redis-py's `RedisCluster` client; see the module docstring for what differs."""
+    """`RedisStore` on Redis Cluster, each session's calls sent to its slot's master; see the module
+    docstring for what differs."""
+
+    @property
+    def client(self) -> Any:
+        """What RedisStore's methods talk to: inside a routed call the session's master (a plain
+        `redis.Redis`), otherwise redis-py's `RedisCluster`."""
+        route = getattr(self._local, "route", None)
+        return self._cluster if route is None else route
+
+    @client.setter
+    def client(self, value: Any) -> None:
+        self._cluster = value
 
     def __init__(self, url: str, *, client: Any = None) -> None:
         import redis
@@ -165,6 +198,9 @@ class RedisClusterStore(RedisStore):
         store_url = parsed._replace(query=opts["store_query"]).geturl()
         super().__init__(store_url, client=client)
         self.url = url
+        for name in ("_append", "_pin", "_floors", "_snapshot"):
+            setattr(self, name, _RoutedScript(self, getattr(self, name)))
+        self._session_slots: dict[str, int] = {}
         self._node_clients: dict[tuple[str, int], Any] = {}
         self._node_lock = threading.Lock()
         from redis.exceptions import (AskError, ClusterDownError, ClusterError, ConnectionError, MasterDownError,
@@ -178,6 +214,25 @@ class RedisClusterStore(RedisStore):
         self._not_applied = (ClusterDownError, SlotNotCoveredError, TryAgainError, MasterDownError, AskError,
                              ClusterError)
         self._maybe_applied = (ConnectionError, TimeoutError)
+        self._redirect = (AskError, TryAgainError)  # the slot map was stale: RedisCluster follows these itself
+
+    # -- routing ----------------------------------------------------------------------------------
+    def _route(self, session: str | None) -> Any:
+        """The plain client of the master that owns `session`'s slot in redis-py's slot map, or None
+        (no session, or the slot is not covered in the map: the call goes through RedisCluster)."""
+        if session is None:
+            return None
+        slot = self._session_slots.get(session)
+        if slot is None:
+            from redis.crc import key_slot
+
+            if len(self._session_slots) > 100_000:
+                self._session_slots.clear()
+            slot = self._session_slots[session] = key_slot(f"{{{session}}}".encode())  # the hash tag's slot
+        nodes = self._cluster.nodes_manager.slots_cache.get(slot)
+        if not nodes:
+            return None
+        return nodes[0].redis_connection or self._cluster.get_redis_connection(nodes[0])
 
     # -- retries ----------------------------------------------------------------------------------
     def _call(self, fn: Callable[[], Any]) -> Any:
@@ -192,10 +247,20 @@ class RedisClusterStore(RedisStore):
         writing = getattr(getattr(self, "_tl_store", None), "writing", False)  # set by RedisStore._write
         deadline = time.monotonic() + self.retry_s
         delay = 0.05
+        outer = getattr(self._local, "route", None)
+        # first attempt straight to the session's master (set by _keys, which every method calls first)
+        direct = getattr(self._local, "session", None)
         while True:
+            route = self._route(direct)
+            self._local.route = route
             try:
                 return fn()
             except self._errors_all as exc:
+                self._local.route = outer
+                direct = None  # retries go through RedisCluster, which follows MOVED/ASK and updates the slot map
+                if route is not None and isinstance(exc, self._redirect):
+                    log.debug("slot map stale for this session (%s); retrying through the cluster client", exc)
+                    continue  # nothing was carried out, and the retry follows the redirect
                 maybe = isinstance(exc, self._maybe_applied) and "connecting to" not in str(exc)
                 # redis-py words a failed connect "Error N connecting to host:port": nothing was sent then
                 safe = not maybe or not writing or getattr(self._local, "keyed", False)
@@ -215,10 +280,12 @@ class RedisClusterStore(RedisStore):
                         "retry a no-op, or read the session back before writing again") from exc
                 raise StoreError(f"Redis Cluster write failed ({self.url}): {exc}; nothing was written "
                                  f"(retried for {self.retry_s:g} s)") from exc
+            finally:
+                self._local.route = outer
 
     def _refresh(self) -> None:
         try:
-            self.client.nodes_manager.initialize()
+            self._cluster.nodes_manager.initialize()
         except Exception as exc:  # noqa: BLE001 - no node answered yet; the next attempt tries again
             log.debug("topology refresh failed: %s", exc)
 
@@ -249,7 +316,7 @@ class RedisClusterStore(RedisStore):
         with self._node_lock:
             c = self._node_clients.get((host, port))
             if c is None:
-                kw = self.client.nodes_manager.connection_kwargs
+                kw = self._cluster.nodes_manager.connection_kwargs
                 c = redis.Redis(host=host, port=port, username=kw.get("username"), password=kw.get("password"),
                                 ssl=kw.get("ssl", False), socket_timeout=(self.wait_ms / 1000) + 10,
                                 socket_connect_timeout=2)
@@ -262,7 +329,7 @@ class RedisClusterStore(RedisStore):
         marker = f"{self.prefix}:{{{check_session(session)}}}:sync"
 
         def op() -> int:
-            node = self.client.get_node_from_key(marker)
+            node = self._cluster.get_node_from_key(marker)
             pipe = self._node_client(node.host, node.port).pipeline(transaction=False)
             pipe.set(marker, b"1", px=self.wait_ms)
             pipe.wait(self.durable, self.wait_ms)
@@ -285,10 +352,12 @@ class RedisClusterStore(RedisStore):
         pattern = _glob_escape(self.prefix) + ":{*}:meta"
         shape = re.compile(re.escape(self.prefix) + r":\{([A-Za-z0-9._-]{1,128})\}:meta")
 
+        self._local.session = None  # a listing is not routed to one session's master
+
         def op() -> set[str]:
             found: set[str] = set()
-            for node in self.client.get_primaries():
-                for k in self.client.get_redis_connection(node).scan_iter(match=pattern, count=1000, _type="string"):
+            for node in self._cluster.get_primaries():
+                for k in self._cluster.get_redis_connection(node).scan_iter(match=pattern, count=1000, _type="string"):
                     m = shape.fullmatch(k.decode() if isinstance(k, bytes) else k)
                     if m:
                         found.add(m.group(1))
