@@ -8,9 +8,9 @@
 
 from .exact import detect_exact
 from .ladder import Ladder, PolicyError, TierCost
-from .plan import Location, Overhead, PageInfo, Plan, Planner, Policy, Schedule, Segment, TurnInfo, plan
+from .plan import Location, Overhead, PageInfo, Plan, Planner, Policy, Schedule, Segment, TailInfo, TurnInfo, plan
 
 __all__ = [
     "Ladder", "Location", "Overhead", "PageInfo", "Plan", "Planner", "Policy", "PolicyError", "Schedule",
-    "Segment", "TierCost", "TurnInfo", "detect_exact", "plan",
+    "Segment", "TailInfo", "TierCost", "TurnInfo", "detect_exact", "plan",
 ]

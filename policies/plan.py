@@ -18,13 +18,19 @@ blurred):
    the generation prompt, a separator per page, role markers per text turn). Every shown page costs
    its tier's tokens plus `overhead.per_page`, every text turn its tokens plus `overhead.per_turn`,
    and `total_tokens` (which includes `overhead.fixed`) never exceeds `budget - reserve_tokens`.
-2. **Text.** The newest turn is always text; then the most recent `recent_turns` turns (also bounded
+2. **Text.** The newest turn is text; then the most recent `recent_turns` turns (also bounded
    by `recent_tokens` when set, and by `recent_share` of the budget so that pages keep room). Turns
    that are not on any sealed page yet (the memory's open page) must be text. If the recent turns do
-   not fit, the oldest of them become pages instead: the recent turns that fit win. If the newest
-   turn, or the turns not yet on a page, do not fit at all, or the pinned turns do not fit in what is
-   left, planning raises `PolicyError`: never a silent overflow. Pinned turns are text. Turns flagged
-   *exact* (see `detect_exact`) are text while they fit in `exact_share` of the budget, newest first.
+   not fit, the oldest of them become pages instead: the recent turns that fit win.
+   A long turn (a pasted log, a file) that does not fit whole is *cut*: the caller names where it may
+   be cut (`TailInfo`: from a page on which it continues, or after its last sealed page), its earlier
+   pages are shown like any other page (step 3 on) and only its tail is text, the largest tail that
+   fits (for the newest turn, within `recent_share` when one does). A sealed newest turn with no tail
+   that fits is shown on its pages alone. So what users or tools write never makes a plan refuse;
+   `PolicyError` is raised only when the text not yet on any sealed page (at most about one page)
+   does not fit, or the pinned turns (always whole) do not fit in what is left: never a silent
+   overflow. Pinned turns are text, never cut. Turns flagged *exact* (see `detect_exact`) are text
+   while they fit in `exact_share` of the budget, newest first.
 3. **Age floors.** A page is shown when at least one of its turns is not text. Its age floor is the
    tier the schedule gives the age of its last turn (in turns, tokens or seconds), or the floor it
    already carries, whichever is coarser; older pages are never sharper than newer ones.
@@ -90,6 +96,18 @@ class PageInfo:
     @property
     def turns(self) -> range:
         return range(self.first_turn, self.last_turn + 1)
+
+
+@dataclass(frozen=True)
+class TailInfo:
+    """Where a long turn may be cut: from page `page` on, the turn is sent as raw text (`tokens` tokens,
+    its text from where that page starts drawing it to its end) and the pages before `page` that draw
+    it are shown as images. `page` is a page on which the turn continues (its first turn, begun on the
+    page before), or the number of sealed pages when the turn's tail is not on a sealed page yet."""
+
+    turn: int
+    page: int
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -159,11 +177,15 @@ class Segment:
     turns: range  # the turns this segment holds (never overlapping another segment's)
     pages: range = range(0)
     reason: str = ""
+    # a text segment holding a cut turn: its text from this page on (the pages before are shown or dropped)
+    tail_from: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "tier": self.tier, "tokens": self.tokens, "turns": list(self.turns)}
         if self.pages:
             out["pages"] = [self.pages.start, self.pages.stop - 1]
+        if self.tail_from is not None:
+            out["tail_from"] = self.tail_from
         if self.reason:
             out["reason"] = self.reason
         return out
@@ -194,6 +216,7 @@ class Plan:
     tier_runs: tuple[tuple[int, int, str], ...] = ()  # this call: (first page, stop page, tier or "dropped")
     age_runs: tuple[tuple[int, int, str], ...] = ()  # age floors coarser than the sharpest tier, same form
     overhead_tokens: int = 0  # the template's fixed part (BOS, generation prompt)
+    tails: tuple[tuple[int, int], ...] = ()  # cut turns: (turn, first page of its text tail)
     # the planner's page geometry, shared (append-only there), for `where`
     _firsts: Sequence[int] = field(default=(), repr=False, compare=False)
     _lasts: Sequence[int] = field(default=(), repr=False, compare=False)
@@ -244,14 +267,18 @@ class Plan:
 
     def explain(self) -> str:
         lines = []
+        cut = dict(self.tails)
         for s in self.segments:
             if not s.turns:
-                span = f"continues turn {s.turns.start - 1}"
+                t = s.turns.start
+                span = f"turn {t}, its earlier part" if t in cut else f"continues turn {t - 1}"
             elif len(s.turns) == 1:
                 span = f"turn {s.turns.start}"
             else:
                 span = f"turns {s.turns.start}-{s.turns.stop - 1}"
-            if s.kind == "text":
+            if s.kind == "text" and s.tail_from is not None:
+                lines.append(f"{span} from page {s.tail_from} on: raw text, {s.tokens} tokens ({s.reason})")
+            elif s.kind == "text":
                 lines.append(f"{span}: raw text, {s.tokens} tokens ({s.reason})")
             else:
                 n = len(s.pages)
@@ -281,6 +308,7 @@ class Plan:
             "page_text_tokens": self.page_text_tokens,
             "page_tokens": self.page_tokens,
             "compression": round(self.compression, 3),
+            **({"tails": [list(t) for t in self.tails]} if self.tails else {}),
         }
 
 
@@ -321,8 +349,13 @@ class Planner:
         self._floor_idx: list[int] = []  # per page, -1 for none
         self._ptext_pre = [0]  # page text-token prefix sums
         self._spare_text: frozenset[int] = frozenset()  # text this call only because the budget held it
+        self._tails: dict[int, tuple[TailInfo, ...]] = {}  # where long turns may be cut, per turn
+        self._cut: dict[int, TailInfo] = {}  # this call's cut turns
 
-    def extend(self, turns: Sequence[TurnInfo] = (), pages: Sequence[PageInfo] = ()) -> None:
+    def extend(self, turns: Sequence[TurnInfo] = (), pages: Sequence[PageInfo] = (),
+               tails: Sequence[TailInfo] = ()) -> None:
+        """Append turns and pages; `tails` replace the cut points of the turns they name (a turn's
+        cut points move as its pages are sealed; a tail that no longer matches the pages is ignored)."""
         if turns:
             base = len(self.turns)
             if list(map(_INDEX, turns)) != list(range(base, base + len(turns))):
@@ -357,6 +390,14 @@ class Planner:
                 self._floor_idx.extend([-1] * len(floors))
             else:
                 self._floor_idx.extend(-1 if f is None else self.ladder.index(f) for f in floors)
+        if tails:
+            by_turn: dict[int, list[TailInfo]] = {}
+            for c in tails:
+                if c.tokens < 0 or c.page < 0:
+                    raise PolicyError(f"a tail needs a page and tokens >= 0, got {c}")
+                by_turn.setdefault(c.turn, []).append(c)
+            for t, cs in by_turn.items():  # smallest tail (latest page) first
+                self._tails[t] = tuple(sorted(cs, key=lambda c: (-c.page, c.tokens)))
 
     def set_floors(self, floors: dict[int, str]) -> None:
         """Raise pages' floors (never lowers one; `Plan.floors()` is what to pass)."""
@@ -379,7 +420,9 @@ class Planner:
         if self.pages and self._lasts[-1] >= n:
             raise PolicyError("a page covers a turn that is not in the transcript")
         text = self._choose_text(available)
-        text_cost = sum(self.turns[i].tokens for i in text) + self.overhead.per_turn * len(text)
+        cut = self._cut
+        text_cost = (sum(self.turns[i].tokens for i in text if i not in cut) + sum(c.tokens for c in cut.values())
+                     + self.overhead.per_turn * len(text))
         room = available - text_cost
         bounds, age, needed_pre = self._tiers(text, room, now)
         self._spare_text = frozenset()
@@ -415,44 +458,103 @@ class Planner:
         self._spare_text = frozenset(cands[:lo])
         return best
 
+    def _cuts(self, t: int) -> tuple[TailInfo, ...]:
+        """The cut points of turn `t` that match the pages now, smallest tail first (none for a pin)."""
+        cs = self._tails.get(t)
+        if not cs or self.turns[t].pinned:
+            return ()
+        pages, n_pages = self.pages, len(self.pages)
+        ok = []
+        for c in cs:
+            if c.page == n_pages:  # after the last sealed page: the turn must continue beyond it
+                valid = n_pages > 0 and pages[-1].partial_last and self._lasts[-1] == t
+            else:  # a page continuing the turn begun on the page before
+                valid = (0 < c.page < n_pages and self._firsts[c.page] == t and self._lasts[c.page - 1] == t
+                         and pages[c.page - 1].partial_last)
+            if valid:
+                ok.append(c)
+        return tuple(ok)
+
+    def _best_cut(self, t: int, room: float) -> TailInfo | None:
+        """The largest tail of turn `t` whose text (template included) fits `room`."""
+        best = None
+        for c in self._cuts(t):
+            if c.tokens + self.overhead.per_turn <= room:
+                best = c
+        return best
+
     def _choose_text(self, available: int) -> set[int]:
         pol, turns = self.policy, self.turns
         per_turn = self.overhead.per_turn
         n = len(turns)
-        # turns not (wholly) on a sealed page must stay text or they would be lost
+        cut: dict[int, TailInfo] = {}
+        self._cut = cut
+
+        def whole(i: int) -> int:
+            return turns[i].tokens + per_turn
+
+        # turns not (wholly) on a sealed page must stay text or they would be lost; of a turn that
+        # continues past the last sealed page, only the part after it (its sealed pages can be shown)
+        open_turn = None
         if self.pages:
             last = self.pages[-1]
             first_uncovered = last.last_turn if last.partial_last else last.last_turn + 1
+            open_turn = last.last_turn if last.partial_last else None
         else:
             first_uncovered = 0
         forced = set(range(first_uncovered, n))
-        forced_tokens = sum(turns[i].tokens for i in forced) + per_turn * len(forced)
-        if turns[-1].tokens + per_turn > available:
-            raise PolicyError(
-                f"the newest turn alone needs {turns[-1].tokens + per_turn} tokens (template included) but the "
-                f"budget leaves {available}; raise the budget or shorten the message"
-            )
+        forced_tokens = sum(whole(i) for i in forced)
+        if forced_tokens > available and open_turn is not None:
+            rest = forced_tokens - whole(open_turn)
+            c = self._best_cut(open_turn, available - rest)
+            if c is not None:
+                cut[open_turn] = c
+                forced_tokens = rest + c.tokens + per_turn
         if forced_tokens > available:
+            if n - 1 in forced and n - 1 not in cut and whole(n - 1) > available:
+                raise PolicyError(
+                    f"the newest turn alone needs {whole(n - 1)} tokens (template included) but the budget leaves "
+                    f"{available}, and it is not on a sealed page yet; raise the budget or shorten the message"
+                )
+            pins = " (a pinned turn is never cut: unpin it)" if any(turns[i].pinned for i in forced) else ""
             raise PolicyError(
                 f"turns {first_uncovered}-{n - 1} are not on a sealed page yet and need {forced_tokens} tokens, "
-                f"more than the {available} available; seal pages (render) or raise the budget"
+                f"more than the {available} available{pins}; seal pages (render) or raise the budget"
+            )
+        newest = turns[-1]
+        if newest.pinned and n - 1 not in forced and whole(n - 1) > available:
+            raise PolicyError(
+                f"the newest turn is pinned and needs {whole(n - 1)} tokens (template included) but the budget "
+                f"leaves {available}; a pinned turn is never cut: unpin it or raise the budget"
             )
         text = set(forced)
         used = forced_tokens
+        recent_room = max(forced_tokens, pol.recent_share * available)
         count = 0
         for i in range(n - 1, -1, -1):
             if count >= pol.recent_turns:
                 break
-            tok = turns[i].tokens + per_turn
-            if pol.recent_tokens is not None and count > 0 and used + tok > pol.recent_tokens and i not in forced:
-                break
-            if i not in forced:
-                limit = available if count == 0 else max(forced_tokens, pol.recent_share * available)
-                if used + tok > limit:
-                    break  # the recent turns that fit win; older ones become pages
+            if i in forced:
+                count += 1
+                continue
+            limit: float = available if count == 0 else recent_room
+            if pol.recent_tokens is not None and count > 0:
+                limit = min(limit, max(pol.recent_tokens, used))
+            tok = whole(i)
+            if used + tok <= limit:
                 text.add(i)
                 used += tok
-            count += 1
+                count += 1
+                continue
+            # it does not fit whole: a long turn's tail may (the newest one's within the recent share
+            # when it can, so that its own pages keep room), its earlier part goes on pages
+            c = self._best_cut(i, min(limit, recent_room) - used) if count == 0 else None
+            c = c or self._best_cut(i, limit - used)
+            if c is not None:
+                text.add(i)
+                cut[i] = c
+                used += c.tokens + per_turn
+            break  # the recent turns that fit win; older ones become pages
         pinned = [t for t in turns if t.pinned and t.index not in text]
         pinned_tokens = sum(t.tokens for t in pinned) + per_turn * len(pinned)
         if used + pinned_tokens > available:
@@ -484,11 +586,17 @@ class Planner:
         # needed pages: not every turn on them is text. Text turns are few (recent, pinned, exact):
         # walk their runs and unmark the pages that lie wholly inside one.
         needed = [1] * n_pages
-        for a, b_ in _runs(sorted(text)):
+        cut = self._cut
+        for a, b_ in _runs(sorted(text - cut.keys() if cut else text)):
             lo = bisect.bisect_left(self._firsts, a)
             hi = bisect.bisect_right(lasts, b_)
             for idx in range(lo, hi):
                 needed[idx] = 0
+        # a cut turn's pages from its cut on hold only its tail (sent as text) and newer text turns
+        for t, c in cut.items():
+            for idx in range(c.page, bisect.bisect_right(self._firsts, t)):
+                if all(j in text for j in range(t + 1, lasts[idx] + 1)):
+                    needed[idx] = 0
         needed_pre = list(accumulate(needed, initial=0))
         b = [n_pages] + [0] * L + [0]
         # schedule: pages older than limit i sit at tier i+1 or coarser
@@ -596,6 +704,17 @@ class Planner:
                     page_text += ptext[r1] - ptext[r0]
                     page_tokens += costs[k] * (r1 - r0)
         runs.sort()
+        cut = self._cut
+        if cut:  # the pages continuing a cut turn form a segment of their own, just before its tail
+            split = []
+            for r0, r1, k in runs:
+                for t in sorted(cut):
+                    s0 = bisect.bisect_left(firsts, t, r0, r1)
+                    if r0 < s0 < r1 and firsts[s0] == t:
+                        split.append((r0, s0, k))
+                        r0 = s0
+                split.append((r0, r1, k))
+            runs = split
         # turns held: text first, then the oldest shown page drawing them, then dropped pages
         first_shown = next((r[0] for r in runs if r[2] < L), None)  # dropped runs all come before it
         shown_from = firsts[first_shown] if first_shown is not None else 1 << 62
@@ -608,9 +727,10 @@ class Planner:
             claimed = max(claimed, t1)
             pieces = _minus(t0, t1, text_sorted)
             if not pieces:  # its pages only continue turns held elsewhere (text or an older segment)
-                seg = Segment("dropped" if k == L else "page", names[k], costs[k] * (r1 - r0), range(t0, t0),
+                at = t1 if t1 in cut else t0  # a cut turn's earlier part comes just before its tail
+                seg = Segment("dropped" if k == L else "page", names[k], costs[k] * (r1 - r0), range(at, at),
                               range(r0, r1), self._reason(k, range(r0, r1), age))
-                items.append((t0, 0, seg))
+                items.append((at, 0, seg))
                 continue
             # each page goes to the piece holding the first turn it draws that this run holds: piece j
             # starts at the first page beginning after piece j-1's last turn (a page drawing only text
@@ -623,15 +743,24 @@ class Planner:
                 items.append((a, 0, seg))
                 if k < L:
                     represented += pre[z + 1] - pre[a]
-        # text runs
-        for a, z in _runs(text_sorted):
-            toks = pre[z + 1] - pre[a]
-            spare = self._spare_text
-            why = {"pinned" if turns[j].pinned else "exact" if turns[j].exact else
-                   "spare budget" if j in spare else "recent" for j in range(a, z + 1)}
-            items.append((a, 1, Segment("text", None, toks + per_turn * (z + 1 - a), range(a, z + 1),
-                                        reason=", ".join(sorted(why)))))
-            represented += toks
+        # text runs (a cut turn is a segment of its own: only its tail is text)
+        spare = self._spare_text
+        for run in _runs(text_sorted):
+            for a, z in _minus(*run, sorted(cut)) if cut else [run]:
+                toks = pre[z + 1] - pre[a]
+                why = {"pinned" if turns[j].pinned else "exact" if turns[j].exact else
+                       "spare budget" if j in spare else "recent" for j in range(a, z + 1)}
+                items.append((a, 1, Segment("text", None, toks + per_turn * (z + 1 - a), range(a, z + 1),
+                                            reason=", ".join(sorted(why)))))
+                represented += toks
+        for t, c in cut.items():
+            # its tail, and of its earlier part what the shown pages hold (text tokens, at most the rest)
+            head = range(bisect.bisect_left(lasts, t), c.page)
+            on_pages = sum(ptext[min(r1, head.stop)] - ptext[max(r0, head.start)] for r0, r1, k in runs
+                           if k < L and r0 < head.stop and r1 > head.start)
+            represented += c.tokens + min(max(turns[t].tokens - c.tokens, 0), on_pages)
+            items.append((t, 1, Segment("text", None, c.tokens + per_turn, range(t, t + 1),
+                                        reason="tail of a long turn; its earlier part on pages", tail_from=c.page)))
         items.sort(key=lambda x: (x[0], x[1]))
         fixed = self.overhead.fixed
         total = text_cost + page_tokens + fixed
@@ -642,6 +771,7 @@ class Planner:
                 age_runs.append((lo, hi, names[k]))
         return Plan(tuple(s for _, _, s in items), budget, available, total, represented,
                     page_text, page_tokens, tuple(page_tiers), tuple(age_runs), fixed,
+                    tuple(sorted((t, c.page) for t, c in cut.items())),
                     self._firsts, self._lasts, len(turns))
 
     def _reason(self, k: int, pages: range, age: list[int]) -> str:
@@ -718,8 +848,9 @@ def plan(
     *,
     now: float | None = None,
     overhead: Overhead | None = None,
+    tails: Sequence[TailInfo] = (),
 ) -> Plan:
     """Plan one model call. See the module docstring for exactly what is decided and why."""
     planner = Planner(ladder, policy, overhead)
-    planner.extend(turns, pages)
+    planner.extend(turns, pages, tails)
     return planner.plan(budget, now=now)
