@@ -41,6 +41,9 @@ class ContextTurn:
     content: str
     tokens: int  # as the prompt carries it (the speaker's name included)
     name: str | None = None  # who spoke, when the conversation names its speakers
+    # a long turn's tail: `content` is its normalised text from this character on, the earlier part
+    # is on the pages just before it (0: the whole turn, as written)
+    start: int = 0
 
 
 @dataclass(eq=False)

@@ -34,10 +34,10 @@ from optimem.backends import Backend, NoModelBackend
 from optimem.context import Context, ContextPage, ContextTurn
 from optimem.errors import InputError, ModelError, StoreError
 from optimem.pages import PageEncoder, PageViews, VisionCache
-from optimem.records import page_infos, stored_turn_infos
+from optimem.records import TailCuts, page_infos, stored_turn_infos, tail_infos
 from optimem.store import Store, StoredPage, check_session, open_store
 from optimem.policies import Plan, Planner, Policy
-from optimem.renderers import Paginator, RenderSettings, Turn, iter_pages
+from optimem.renderers import Paginator, RenderSettings, Turn, iter_pages, normalize_text
 from optimem.renderers.records import normalize_name, normalize_role
 
 log = logging.getLogger(__name__)
@@ -277,6 +277,9 @@ class OpticalMemory:
                 self._pinned: frozenset[int] = frozenset()
                 self._page_refs: dict[int, tuple[range, int, str]] = {}  # sealed pages: turns, tokens, hash
                 self._turn_stats_saved = 0  # turns whose counts the store holds
+                self._cuts = TailCuts()  # where long turns may be cut (their tail as text)
+                self._tail_at: dict[tuple[int, int], tuple[int, int]] = {}  # (turn, page) -> (first char, tokens)
+                self._planner.tail_source = self._tail_infos  # asked only for a turn too long to be text whole
             planner = self._planner
             snap = self.store.snapshot(self.session, turns_from=self._planned_turns, pages_from=self._planned_pages)
             if snap.pinned != self._pinned and (self._planned_turns or self._pinned):
@@ -300,6 +303,7 @@ class OpticalMemory:
                 self._page_refs.update((p.index, (range(p.spans[0]["turn"], p.spans[-1]["turn"] + 1), p.text_tokens,
                                                   p.content_hash)) for p in new_pages)
                 self._planned_pages += len(new_pages)
+                planner.drop_tails(self._cuts.add(new_pages))
             # floors another writer let fade since this planner read them (the store only coarsens them)
             faded = {i: f for i, f in ((i, self._floor_on_ladder(f)) for i, f in snap.floors.items())
                      if i < self._planned_pages and f is not None and self._floors.get(i) != f}
@@ -334,6 +338,18 @@ class OpticalMemory:
             self._turn_stats_saved = len(counted)
         else:
             self._turn_stats_saved = max(self._turn_stats_saved, stored_upto)
+        return infos
+
+    def _tail_infos(self, t: int) -> list[Any]:
+        """Where turn `t` may be cut (the planner asks only for a turn too long to be text whole): each
+        tail's tokens, counted over the turn's normalised text from the cut on (what `context()` sends)."""
+        points = self._cuts.cuts(t)
+        if not points:
+            return []
+        (st,) = self.store.get_turns(self.session, t, t + 1)
+        infos, starts = tail_infos(t, normalize_text(st.content, self.render.tab_width),
+                                   (st.metadata or {}).get("name"), points)
+        self._tail_at.update(((t, c.page), (starts[c.page], c.tokens)) for c in infos)
         return infos
 
     def _floor_on_ladder(self, floor: str | None) -> str | None:
@@ -383,6 +399,12 @@ class OpticalMemory:
                     turns_on_page, text_tokens, content_hash = refs[p]
                     items.append(ContextPage(p, s.tier or "", turns_on_page, self.backend.placeholder_count(s.tier or ""),
                                              text_tokens, content_hash, self.views))
+            elif s.kind == "text" and s.tail_from is not None:  # a long turn: its tail (the rest is on pages)
+                (t,) = s.turns
+                st = turns[t]
+                start, tokens = self._tail_at[(t, s.tail_from)]
+                items.append(ContextTurn(t, st.role, normalize_text(st.content, self.render.tab_width)[start:],
+                                         tokens, (st.metadata or {}).get("name"), start=start))
             elif s.kind == "text":
                 for t in s.turns:
                     st = turns[t]

@@ -1,7 +1,8 @@
 """The bridge from stored or rendered things to the planner's records: one `TurnInfo` per turn
 (DeepSeek-OCR token count, exact-content flag, pin, time) and one `PageInfo` per sealed page (first
 and last turn, text tokens, floor, whether its last turn continues). Chat memory, document QA, the
-CLI and the LangChain compressor all plan through these two functions.
+CLI and the LangChain compressor all plan through these two functions; `tail_cuts` and `tail_infos`
+say where a long turn may be cut (its earlier pages shown, its tail as text).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from optimem.policies import PageInfo, TurnInfo, detect_exact
+from optimem.policies import PageInfo, TailInfo, TurnInfo, detect_exact
+
+TAIL_PAGES = 3  # a long turn may be cut at its last few continuation pages: its tail as text is at most that long
 
 
 def turn_infos(
@@ -84,3 +87,50 @@ def page_infos(pages: Sequence[Any], *, floors: Sequence[str | None] | None = No
         out.append(PageInfo(index, turn_offset + _span(first, "turn"), turn_offset + _span(last, "turn"),
                             text_tokens, floor, partial_last=bool(_span(last, "continues"))))
     return out
+
+
+class TailCuts:
+    """Where long turns may be cut, kept as sealed pages arrive in order (stored pages or layouts): per
+    turn, the (page, first character of the turn on it) of its last `TAIL_PAGES` continuation pages,
+    and (page count, its last character) when the last page's last turn continues past it."""
+
+    def __init__(self) -> None:
+        self.cont: dict[int, list[tuple[int, int]]] = {}
+        self.open: tuple[int, int, int] | None = None  # (turn, page count, first character not on a page)
+
+    def add(self, pages: Sequence[Any], first_index: int | None = None) -> set[int]:
+        """Take the next sealed pages; returns the turns whose cut points changed."""
+        touched: set[int] = set()
+        for i, p in enumerate(pages):
+            s0 = p.spans[0]
+            if _span(s0, "continued"):
+                turn = _span(s0, "turn")
+                lst = self.cont.setdefault(turn, [])
+                lst.append((p.index if first_index is None else first_index + i, _span(s0, "start")))
+                del lst[:-TAIL_PAGES]
+                touched.add(turn)
+        if pages:
+            if self.open is not None:
+                touched.add(self.open[0])
+            last = pages[-1].spans[-1]
+            n = (pages[-1].index if first_index is None else first_index + len(pages) - 1) + 1
+            self.open = (_span(last, "turn"), n, _span(last, "end")) if _span(last, "continues") else None
+            if self.open is not None:
+                touched.add(self.open[0])
+        return touched
+
+    def cuts(self, turn: int) -> list[tuple[int, int]]:
+        out = list(self.cont.get(turn, ()))
+        if self.open is not None and self.open[0] == turn:
+            out.append(self.open[1:])
+        return out
+
+
+def tail_infos(turn: int, text: str, name: str | None, cuts: Sequence[tuple[int, int]]) -> tuple[list[TailInfo], dict[int, int]]:
+    """`TailInfo` per cut point (page, first character) of one turn, given its normalised text: the
+    tokens of its text from there on as a text turn sends it (with its speaker's name). Also returns
+    {page: first character}, for the context to cut the same text."""
+    from optimem.renderers.tokens import count_tokens_batch
+
+    counts = count_tokens_batch([spoken_text(text[start:], name) for _, start in cuts])
+    return [TailInfo(turn, page, n) for (page, _), n in zip(cuts, counts)], dict(cuts)

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import attrgetter
@@ -350,6 +350,10 @@ class Planner:
         self._ptext_pre = [0]  # page text-token prefix sums
         self._spare_text: frozenset[int] = frozenset()  # text this call only because the budget held it
         self._tails: dict[int, tuple[TailInfo, ...]] = {}  # where long turns may be cut, per turn
+        # where cut points cost work to find (a memory counts each tail's tokens), the caller may hand
+        # them over lazily: asked only for a turn that does not fit whole, its answer kept until
+        # `drop_tails` names the turn again
+        self.tail_source: Callable[[int], Sequence[TailInfo]] | None = None
         self._cut: dict[int, TailInfo] = {}  # this call's cut turns
 
     def extend(self, turns: Sequence[TurnInfo] = (), pages: Sequence[PageInfo] = (),
@@ -393,11 +397,23 @@ class Planner:
         if tails:
             by_turn: dict[int, list[TailInfo]] = {}
             for c in tails:
-                if c.tokens < 0 or c.page < 0:
-                    raise PolicyError(f"a tail needs a page and tokens >= 0, got {c}")
                 by_turn.setdefault(c.turn, []).append(c)
-            for t, cs in by_turn.items():  # smallest tail (latest page) first
-                self._tails[t] = tuple(sorted(cs, key=lambda c: (-c.page, c.tokens)))
+            for t, cs in by_turn.items():
+                self._tails[t] = self._sorted_tails(t, cs)
+
+    @staticmethod
+    def _sorted_tails(t: int, cs: Iterable[TailInfo]) -> tuple[TailInfo, ...]:
+        out = []
+        for c in cs:
+            if c.tokens < 0 or c.page < 0 or c.turn != t:
+                raise PolicyError(f"a tail of turn {t} needs that turn, a page and tokens >= 0, got {c}")
+            out.append(c)
+        return tuple(sorted(out, key=lambda c: (-c.page, c.tokens)))  # smallest tail (latest page) first
+
+    def drop_tails(self, turns: Iterable[int]) -> None:
+        """Forget the cut points of these turns (their pages changed): `tail_source` is asked again."""
+        for t in turns:
+            self._tails.pop(t, None)
 
     def set_floors(self, floors: dict[int, str]) -> None:
         """Raise pages' floors (never lowers one; `Plan.floors()` is what to pass)."""
@@ -460,8 +476,12 @@ class Planner:
 
     def _cuts(self, t: int) -> tuple[TailInfo, ...]:
         """The cut points of turn `t` that match the pages now, smallest tail first (none for a pin)."""
+        if self.turns[t].pinned:
+            return ()
         cs = self._tails.get(t)
-        if not cs or self.turns[t].pinned:
+        if cs is None and self.tail_source is not None:
+            cs = self._tails[t] = self._sorted_tails(t, self.tail_source(t))
+        if not cs:
             return ()
         pages, n_pages = self.pages, len(self.pages)
         ok = []

@@ -129,3 +129,30 @@ def test_long_turns_never_refuse_and_never_overflow(before, n_long, after, open_
         if s.kind == "text" and s.tail_from is not None:
             assert s.tail_from not in dict(p.page_tiers), "a page of the tail is shown again"
     assert p.text_tokens_represented <= sum(t.tokens for t in turns)
+
+
+def test_a_tail_source_is_asked_only_for_turns_too_long_to_be_text():
+    from optimem.policies import Planner
+
+    turns, pages, tails = long_turn(after=3)
+    asked = []
+
+    def source(t):
+        asked.append(t)
+        return [c for c in tails if c.turn == t]
+
+    planner = Planner(L)
+    planner.extend(turns, pages)
+    planner.tail_source = source
+    p = planner.plan(4096)
+    assert asked == [3] and p.tails and p.total_tokens <= 4096
+    planner.plan(5000)
+    assert asked == [3], "kept until the turn's pages change"
+    planner.drop_tails([3])
+    planner.plan(4096)
+    assert asked == [3, 3]
+    short = Planner(L)
+    short.extend([TurnInfo(i, 50) for i in range(10)], [PageInfo(0, 0, 2, 150)])
+    short.tail_source = source
+    short.plan(4096)
+    assert asked == [3, 3], "turns that fit whole are never asked about"

@@ -133,8 +133,9 @@ def test_concurrent_acontext_on_one_instance(tmp_path):
 
 
 def test_pasted_log_then_questions_never_refuse(tmp_path):
-    """A ~40k-character log in one turn: its full pages and its tail are sealed at once, so the turns
-    after it plan under a 4096-token budget instead of the whole log counting as not yet on a page."""
+    """A ~40k-character log in one turn: its full pages and its tail are sealed at once. While it is the
+    newest turn (and while it is among the recent ones) its tail is raw text and its earlier part is
+    on pages, instead of the whole log counting as text no 4096-token budget could hold."""
     rng = random.Random(9)
     words = "error warning info debug request response timeout retry".split()
     log = "\n".join(f"2026-11-30 12:{i // 60 % 60:02d}:{i % 60:02d} {rng.choice(words)} worker-{i % 7} "
@@ -143,12 +144,40 @@ def test_pasted_log_then_questions_never_refuse(tmp_path):
     mem = OpticalMemory("log", f"sqlite:///{tmp_path / 'log.db'}")
     mem.add("user", "hi")
     mem.add("assistant", "hello")
-    mem.add("user", "here is my log:\n" + log)
-    for q in range(8):
-        mem.add("assistant" if q % 2 else "user", f"question {q} about the log: " + _text(rng, 25))
+    content = "here is my log:\n" + log
+    mem.add("user", content)
+    for q in range(11):
+        if q:
+            mem.add("assistant" if q % 2 else "user", f"question {q} about the log: " + _text(rng, 25))
         ctx = mem.context(4096)  # no PolicyError on any turn
         assert ctx.plan.total_tokens <= 4096
+        loc = ctx.plan.where(2)
+        shown = [p for p in ctx.pages if 2 in p.turns]
+        assert shown and shown[0].index == 0, "the log's earlier part is on pages"
+        if q < mem.policy.recent_turns:  # the log is among the recent turns: its tail is text
+            assert loc.kind == "text"
+            (tail,) = [t for t in ctx.turns if t.id == 2]
+            assert 0 < tail.start < len(content) and content.endswith(tail.content)
+            assert len(tail.content) > 1000 and content[:100] not in tail.content
+            assert max(p.index for p in shown) < ctx.plan.segments[loc.segment].tail_from
+            assert ctx.items.index(tail) == ctx.items.index(shown[-1]) + 1, "the tail follows its pages"
+        else:
+            assert loc.kind == "page"
     assert mem.store.get_meta("log")["open"] == [3, 0]  # the log lies wholly on sealed pages
+
+
+def test_a_pinned_huge_turn_still_refuses_clearly(tmp_path):
+    """A pin means "this turn whole, as text": a pinned turn no budget holds is an impossible setting,
+    refused with a message that says so (a pin is never cut)."""
+    from optimem.policies import PolicyError
+
+    mem = OpticalMemory("pin", f"sqlite:///{tmp_path / 'pin.db'}")
+    mem.add("user", "a note")
+    big = mem.add("user", _text(random.Random(4), 6000), pinned=True)
+    with pytest.raises(PolicyError, match="pinned.*never cut"):
+        mem.context(4096)
+    mem.unpin(big)
+    assert mem.context(4096).plan.where(big).kind == "text"  # unpinned: its tail as text, the rest on pages
 
 
 def _seal_big_turn(url: str, chars: int, out) -> None:
