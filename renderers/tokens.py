@@ -78,8 +78,10 @@ def load_tokenizer(tokenizer_json: str | None = None):
 # Past this many characters a text is counted in pieces: the tokenizer holds every token's offsets
 # and strings at once (on the order of a hundred bytes per character), so a pasted 20 MB log would
 # need gigabytes. Pieces end at whitespace, where the pre-tokenizer splits anyway; each boundary adds
-# one token to the count, so a long text is never counted short.
-COUNT_PIECE_CHARS = 1 << 18
+# one token to the count, so a long text is never counted short. Small pieces, a few at a time: what
+# the tokenizer holds (and the allocator keeps afterwards) grows with the characters of one batch.
+COUNT_PIECE_CHARS = 1 << 14
+COUNT_PIECES_AT_ONCE = 8
 
 
 def count_tokens(text: str) -> int:
@@ -93,16 +95,37 @@ def count_tokens_batch(texts: list[str]) -> list[int]:
     if not texts:
         return []
     tok = load_tokenizer()
-    short = [i for i, t in enumerate(texts) if 0 < len(t) <= COUNT_PIECE_CHARS]
     counts = [0] * len(texts)
-    for i, e in zip(short, tok.encode_batch([texts[i] for i in short], add_special_tokens=False) if short else []):
-        counts[i] = len(e.ids)
+    batch: list[int] = []
+    chars = 0
+
+    def flush() -> None:
+        for i, e in zip(batch, tok.encode_batch([texts[i] for i in batch], add_special_tokens=False)):
+            counts[i] = len(e.ids)
+        batch.clear()
+
+    for i, text in enumerate(texts):
+        if 0 < len(text) <= COUNT_PIECE_CHARS:  # short texts together, a bounded number of characters at once
+            if chars + len(text) > COUNT_PIECE_CHARS * COUNT_PIECES_AT_ONCE and batch:
+                flush()
+                chars = 0
+            batch.append(i)
+            chars += len(text)
+    if batch:
+        flush()
     for i, text in enumerate(texts):
         if len(text) > COUNT_PIECE_CHARS:
-            pieces = list(_pieces(text))
-            counts[i] = len(pieces) - 1 + sum(
-                len(e.ids) for k in range(0, len(pieces), 2)
-                for e in tok.encode_batch(pieces[k:k + 2], add_special_tokens=False))
+            n = 0
+            group: list[str] = []
+            for piece in _pieces(text):  # a generator: never a second copy of the whole text
+                group.append(piece)
+                n += 1
+                if len(group) == COUNT_PIECES_AT_ONCE:
+                    counts[i] += sum(len(e.ids) for e in tok.encode_batch(group, add_special_tokens=False))
+                    group = []
+            if group:
+                counts[i] += sum(len(e.ids) for e in tok.encode_batch(group, add_special_tokens=False))
+            counts[i] += n - 1
     return counts
 
 
