@@ -12,9 +12,10 @@ carry a reasoning block. Every request the model receives is checked and measure
   `detail` as sent, text with the DeepSeek-OCR tokenizer + framing; see `optimem.providers`), and
   whether the call is within the budget;
 - middleware overhead per call (wall time inside the middleware), p50/p99 over the late calls;
-- leading-bytes stability: the share of the previous request's bytes that start the next one,
-  over consecutive calls whose page tiers did not change (the page holding the start of the text
-  part is redrawn when that start moves: few pages early on make that page a large share);
+- leading-bytes stability: the share of the previous request's bytes (system prompt and messages
+  as JSON) that start the next one, for every pair of consecutive calls, by how their pages differ
+  (`pages_change`): "unchanged" (the same pages at the same tiers: the target class), "added"
+  (newer pages appended: units moved from text onto pages) or "tiers" (a page changed tier or left);
 - images and bytes per request, bytes per page;
 - units held (as text or on a page) at the last call.
 """
@@ -127,6 +128,42 @@ def check_request(messages: list) -> dict[str, int]:
     return {"split": split, "duplicated": dup}
 
 
+def page_list(messages: list) -> list[tuple[int, str]]:
+    """(page index, tier) of every page image in a request, in order, from the page labels."""
+    out = []
+    for m in messages:
+        if isinstance(m.content, list):
+            for b in m.content:
+                if isinstance(b, dict) and b.get("type") == "text" and b.get("text", "").startswith("[page "):
+                    head, tier = b["text"][6:-1].rsplit(", ", 1)
+                    out.append((int(head.split(":")[0]), tier))
+    return out
+
+
+def pages_change(prev: list, cur: list) -> str:
+    """How the pages of request `cur` differ from those of the request before it: "unchanged" (the
+    same pages at the same tiers, in the same order), "added" (the same, then newer pages: units moved
+    from text onto pages) or "tiers" (a page changed tier or left the request)."""
+    a, b = page_list(prev), page_list(cur)
+    if a == b:
+        return "unchanged"
+    return "added" if b[: len(a)] == a else "tiers"
+
+
+def leading_share(prev: bytes, cur: bytes) -> float:
+    """The share of `prev`'s bytes that `cur` starts with (what a provider's prefix cache can reuse)."""
+    if not prev:
+        return 1.0
+    lo, hi = 0, min(len(prev), len(cur))  # the longest common prefix, by halving (slices compare fast)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if prev[:mid] == cur[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo / len(prev)
+
+
 def user_turn(i: int) -> str:
     return f"Turn {i}: please look up {WORDS[i % len(WORDS)]} {WORDS[(i * 7) % len(WORDS)]} and summarise it."
 
@@ -166,8 +203,8 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
     cfg = {"configurable": {"thread_id": thread}, "recursion_limit": 50}
     split = dup = within = over = 0
     prev_bytes: bytes | None = None
-    prev_tiers: Any = None
-    stable: list[float] = []
+    prev_msgs: list | None = None
+    shares: dict[str, list[float]] = {"unchanged": [], "added": [], "tiers": []}
     images: list[int] = []
     req_bytes: list[int] = []
     page_bytes: list[float] = []
@@ -196,12 +233,9 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
             within += rep["tokens"] <= budget
             over += rep["tokens"] > budget
             wire = _wire(c["system"], msgs)
-            tiers = (rep.get("page_tiers"), rep.get("omitted_units"))
-            if prev_bytes is not None and tiers == prev_tiers:
-                n = min(len(prev_bytes), len(wire))
-                k = next((j for j in range(n) if prev_bytes[j] != wire[j]), n)
-                stable.append(k / len(prev_bytes))
-            prev_bytes, prev_tiers = wire, tiers
+            if prev_bytes is not None:
+                shares[pages_change(prev_msgs, msgs)].append(leading_share(prev_bytes, wire))
+            prev_bytes, prev_msgs = wire, msgs
             images.append(rep.get("images", 0))
             req_bytes.append(rep.get("request_bytes", 0))
             if rep.get("images"):
@@ -225,16 +259,24 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
         "overhead_ms_p50_last20": round(1000 * _pct(last_calls_dt, 0.5), 1),
         "overhead_ms_p99_last20": round(1000 * _pct(last_calls_dt, 0.99), 1),
         "overhead_ms_p50_all": round(1000 * _pct([c["dt"] for c in calls], 0.5), 1),
-        "leading_bytes_stable_p50": round(_pct(stable, 0.5), 3) if stable else None,
-        "leading_bytes_stable_min": round(min(stable), 3) if stable else None,
-        "stable_pairs": len(stable),
-        "leading_bytes_ge90_share": round(sum(x >= 0.9 for x in stable) / len(stable), 3) if stable else None,
+        "leading_bytes": {kind: _share_stats(xs) for kind, xs in shares.items()},
+        "leading_bytes_all": _share_stats([x for xs in shares.values() for x in xs]),
         "images_max": max(images), "request_bytes_max": max(req_bytes),
         "bytes_per_page_p50": round(_pct(page_bytes, 0.5)) if page_bytes else None,
         "degraded_calls": sum(1 for c in calls if c["report"].get("degraded")),
         "capped_pages": sum(c["report"].get("capped_pages", 0) for c in calls),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
+
+
+def _share_stats(xs: list[float]) -> dict[str, Any]:
+    """Leading-bytes shares of a class of consecutive call pairs: count, min, p01/p10/p50, and how
+    many kept at least 90% of the previous request's bytes."""
+    if not xs:
+        return {"pairs": 0}
+    return {"pairs": len(xs), "min": round(min(xs), 3), "p01": round(_pct(xs, 0.01), 3),
+            "p10": round(_pct(xs, 0.1), 3), "p50": round(_pct(xs, 0.5), 3),
+            "ge90": sum(x >= 0.9 for x in xs)}
 
 
 def _wire(system: Any, msgs: list) -> bytes:

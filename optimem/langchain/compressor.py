@@ -95,7 +95,7 @@ class _Thread:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     adjust: int = 0  # tokens the planner's estimate fell short by, learned per thread
     pages: dict[int, tuple[str, list[dict]]] = dataclasses.field(default_factory=dict)  # index -> (hash, spans)
-    starts: dict[int, int] = dataclasses.field(default_factory=dict)  # unit -> page its text starts on
+    cuts: list[int] = dataclasses.field(default_factory=list)  # page -> first unit not wholly on pages <= it
     masters: OrderedDict = dataclasses.field(default_factory=OrderedDict)  # boundary pages as drawn
     floors: dict[int, int] = dataclasses.field(default_factory=dict)  # page -> coarsest ladder index sent
     first_page: int = 0  # pages before it were left out and stay out
@@ -230,6 +230,8 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         info: dict[str, Any] = {}
         if committed and fixed < self.budget:
             room = self.budget - fixed
+            plan = None
+            attempt = 0
             for attempt in range(8):
                 plan_budget = room - st.adjust
                 if plan_budget < 1:
@@ -239,30 +241,51 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                 except PolicyError as exc:
                     info["planner"] = str(exc)
                     break
-                body, info = self._assemble(st, prov, plan, committed, head + tail_msgs)
-                out = head + body + tail_msgs
-                measured = self._measure(out, tools, prov)
-                over = measured["tokens"] - self.budget
+                out, info, over = self._try(st, prov, plan, committed, head, tail_msgs, tools, 0)
                 if over <= 0:
                     if over < -self.budget // 10 and st.adjust > 0:  # give back what is no longer needed
                         st.adjust = max(0, st.adjust - (-over) // 2)
-                    out = self._materialize(st, prov, out)  # page images are drawn only for the plan that fits
-                    names = st.mem.backend.ladder.names
-                    sent = info.pop("_tiers")
-                    for p, tier in sent.items():
-                        st.floors[p] = max(st.floors.get(p, 0), names.index(tier))
-                    if sent:
-                        st.first_page = max(st.first_page, min(sent))
-                    info.update(measured, attempts=attempt + 1, degraded=False, cut_messages=0,
-                                request_bytes=request_bytes(out))
-                    return out, info
+                    return self._accept(st, prov, out, info, attempt + 1)
                 st.adjust += over + over // 2 + 8
+            # the plan could not bring the request under budget (the text part that must stay text,
+            # the asking user message with its tool loop, is more than the plan left to text): leave
+            # out the oldest pages, a few at a time, before giving up on pages altogether
+            if plan is not None:
+                step_cost = prov.page_tokens(st.mem.backend.ladder.names[-1]) + self._page_extra(prov)
+                skip, pages = 0, info.get("pages", 0)
+                while pages > 0:
+                    skip += max(1, over // step_cost)
+                    out, info, over = self._try(st, prov, plan, committed, head, tail_msgs, tools, skip)
+                    pages = info["pages"]
+                    attempt += 1
+                    if over <= 0:
+                        return self._accept(st, prov, out, info, attempt + 1)
         # text only: the newest whole units that fit, the newest messages cut if even they do not
         info.pop("_tiers", None)
         out, cut, kept = self._text_only(head, committed + tail, tools, prov)
         info.update(self._measure(out, tools, prov), degraded=bool(committed) or cut > 0, cut_messages=cut,
                     pages=0, page_tiers={}, capped_pages=0, text_units=kept,
                     omitted_units=len(committed) + len(tail) - kept)
+        return out, info
+
+    def _try(self, st: _Thread, prov: Provider, plan: Any, committed: list[Unit], head: list[BaseMessage],
+             tail_msgs: list[BaseMessage], tools: list[Any], skip: int) -> tuple[list[BaseMessage], dict[str, Any], int]:
+        body, info = self._assemble(st, prov, plan, committed, head + tail_msgs, skip)
+        out = head + body + tail_msgs
+        measured = self._measure(out, tools, prov)
+        info.update(measured)
+        return out, info, measured["tokens"] - self.budget
+
+    def _accept(self, st: _Thread, prov: Provider, out: list[BaseMessage], info: dict[str, Any],
+                attempts: int) -> tuple[list[BaseMessage], dict[str, Any]]:
+        out = self._materialize(st, prov, out)  # page images are drawn only for the plan that fits
+        names = st.mem.backend.ladder.names
+        sent = info.pop("_tiers")
+        for p, tier in sent.items():
+            st.floors[p] = max(st.floors.get(p, 0), names.index(tier))
+        if sent:
+            st.first_page = max(st.first_page, min(sent))
+        info.update(attempts=attempts, degraded=False, cut_messages=0, request_bytes=request_bytes(out))
         return out, info
 
     # -- state per thread --------------------------------------------------------------------------
@@ -312,7 +335,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
 
                 st.mem = OpticalMemory(st.mem.session, st.mem.store, render=self.render, backend=st.mem.backend,
                                        policy=st.mem.policy)
-                st.keys, st.pages, st.starts, st.floors, st.adjust, st.first_page = [], {}, {}, {}, 0, 0
+                st.keys, st.pages, st.cuts, st.floors, st.adjust, st.first_page = [], {}, [], {}, 0, 0
                 n, reset = 0, True
         new = committed[n:]
         if new:
@@ -331,15 +354,14 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         return text_tokens("[page 000: turns 0000-0000, large]") + 2
 
     def _assemble(self, st: _Thread, prov: Provider, plan: Any, committed: list[Unit],
-                  other: list[BaseMessage]) -> tuple[list[BaseMessage], dict[str, Any]]:
+                  other: list[BaseMessage], skip: int = 0) -> tuple[list[BaseMessage], dict[str, Any]]:
         text_ids = sorted(t for s in plan.segments if s.kind == "text" for t in s.turns)
         planned = text_ids[0] if text_ids else len(committed)
         self._load_pages(st)
-        first_text = self._snap(st, planned, len(committed))
         # the user message that started the current agent turn stays text while its tool loop runs
         ask = next((i for i in range(len(committed) - 1, -1, -1) if committed[i].role == "user"), None)
-        if ask is not None and ask >= len(committed) - 8:
-            first_text = min(first_text, ask)
+        limit = ask if ask is not None and ask >= len(committed) - 8 else len(committed)
+        first_text = self._snap(st, planned, limit)
         text_ids = list(range(first_text, len(committed)))  # a suffix: no pins or exact turns here
         text_msgs = [m for i in text_ids for m in committed[i].messages]
         plan_tiers = self._monotone(st, {p: s.tier for s in plan.segments if s.kind == "page" for p in s.pages})
@@ -354,8 +376,10 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         if lo > st.first_page and plan_tiers and st.floors:  # (a thread's first request has no cache to keep)
             # pages leave in batches: dropping a quarter more than the plan asks leaves slack, so the
             # next calls keep the same first page and the request's leading bytes stay the same
-            lo += max(1, (len(st.pages) - lo) // 4)
-        lo = max(lo, st.first_page)  # a page left out once stays out
+            # (the batch is counted from the first page still sent, so it does not shrink as the
+            # plan drops more: a tighter plan always leaves out more pages)
+            lo += max(1, (len(st.pages) - st.first_page) // 4)
+        lo = max(lo, st.first_page) + skip  # a page left out once stays out
         entries: list[tuple[int, int, int, str, dict[str, Any]]] = []  # (page, first turn, last turn, tier, block)
         for p in range(lo, len(st.pages)):
             h, spans = st.pages[p]
@@ -437,24 +461,24 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         """Spans and hashes of the pages sealed since the last call (sealed pages never change)."""
         for sp in st.mem.store.get_pages(st.mem.session, len(st.pages), with_png=False):
             st.pages[sp.index] = (sp.content_hash, sp.spans)
-            for span in sp.spans:
-                if not span["continued"]:
-                    st.starts[span["turn"]] = sp.index
+            last = sp.spans[-1]
+            st.cuts.append(last["turn"] if last["continues"] else last["turn"] + 1)
 
-    def _snap(self, st: _Thread, first_text: int, n_units: int) -> int:
-        """Move the start of the text part forward to the first unit that starts on a later page
-        than the planned one (or to the first unit not wholly on sealed pages, which must be text).
-        The page drawn again without the text units then stays the same while the plan's boundary
-        moves within one page: it is drawn once, not on every call."""
-        page = st.starts.get(first_text)
-        if page is None or not st.pages:
-            return first_text
-        last = st.pages[len(st.pages) - 1][1][-1]
-        uncovered = last["turn"] if last["continues"] else last["turn"] + 1
-        u = first_text
-        while u < min(uncovered, n_units) and st.starts.get(u) == page:
-            u += 1
-        return min(u, uncovered, n_units)
+    def _snap(self, st: _Thread, planned: int, limit: int) -> int:
+        """Where the text part starts: always at a page's cut (the first unit not wholly on that page
+        and the ones before it), never inside a page. The page drawn again without the text units is
+        then that page minus its last, continuing unit, a function of the page alone, so it is drawn
+        once and sent as the same bytes on every call until the text part moves past a whole page
+        (when a page is added anyway). The smallest cut at or after the plan's start is taken (more
+        on pages than planned costs nothing: that page is sent anyway), but not past `limit` (the
+        unit that must stay text); units not wholly on sealed pages are always text."""
+        import bisect
+
+        cuts = [0, *st.cuts]  # 0: no page at all
+        first = cuts[min(bisect.bisect_left(cuts, planned), len(cuts) - 1)]
+        if first > limit:
+            first = cuts[bisect.bisect_right(cuts, limit) - 1]
+        return first
 
     def _page_b64(self, st: _Thread, index: int, content_hash: str, tier: str) -> str:
         """The page at `tier` as sent: made once, kept in the store's cache and in memory."""
