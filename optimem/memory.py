@@ -37,6 +37,8 @@ from optimem.pages import PageEncoder, PageViews, VisionCache
 from optimem.records import TailCuts, page_infos, stored_turn_infos, tail_infos
 from optimem.store import Store, StoredPage, check_session, open_store
 from optimem.policies import Plan, Planner, Policy
+from optimem.policies import PolicyError
+from optimem.policies.stable import extend, slack_tokens
 from optimem.renderers import Paginator, RenderSettings, Turn, iter_pages, normalize_text
 from optimem.renderers.records import normalize_name, normalize_role
 
@@ -50,6 +52,9 @@ _STATS_WRITE_EVERY = 32  # turns counted beyond what the store holds before the 
 # text. Otherwise the whole long turn would count as not yet on a page and no budget could hold it.
 LONG_TURN_TAIL_CHARS = 4000
 SEAL_BATCH = 16  # pages drawn, then written in one compare-and-set; bounds what a huge turn holds in memory
+DEFAULT_PREFIX_SLACK = 0.25  # with a model backend: a fresh plan leaves a quarter of the budget for later turns
+AHEAD_BATCH = 8  # pages per background encode batch
+AHEAD_NEXT_TIER_PAGES = 4  # per tier run, the oldest pages also encoded one tier coarser ahead of need
 
 
 class OpticalMemory:
@@ -61,7 +66,14 @@ class OpticalMemory:
         render: RenderSettings | None = None,
         policy: Policy | None = None,
         backend: Backend | None = None,
+        prefix_slack: float | None = None,
+        ahead: bool | None = None,
     ) -> None:
+        """`prefix_slack`: the share of the budget a fresh plan leaves free so the next turns can be
+        appended to it unchanged (its KV reused by the decode engine; `optimem.policies.stable`); 0
+        plans every call afresh. Default: 0.25 with a model backend, 0 without. `ahead`: seal pages and
+        encode the tier views the next plans are expected to show in a background worker after each
+        assistant turn added (default: with a model backend; `wait_ahead()` waits for it)."""
         self.session = check_session(session)
         self.store = store if isinstance(store, Store) else open_store(store)
         self.backend = backend or NoModelBackend()
@@ -78,6 +90,14 @@ class OpticalMemory:
         self._floors: dict[int, str | None] = {}
         self.views = PageViews(self.backend.ladder, store=self.store, session=self.session)
         self._encoder: PageEncoder | None = None
+        has_model = bool(getattr(self.backend, "has_model", False))
+        self.prefix_slack = (DEFAULT_PREFIX_SLACK if has_model else 0.0) if prefix_slack is None else float(prefix_slack)
+        slack_tokens(1, 0, self.prefix_slack)  # validates the fraction
+        self.ahead = has_model if ahead is None else bool(ahead)
+        self._kept: tuple[Any, int, int, Plan] | None = None  # (planner, budget, reserve, plan) to extend
+        self._last_call: tuple[int, int] | None = None  # (budget, reserve) of the last context()
+        self._ahead_gen = 0  # bumped by each context(): a background encode still running stops early
+        self.last_context_stats: dict[str, Any] = {}
 
     @property
     def render(self) -> RenderSettings:
@@ -129,7 +149,13 @@ class OpticalMemory:
                          "created": time.time(), "key": t.get("key")})
         if not rows:
             return []
-        return self.store.append_turns(self.session, rows)
+        ids = self.store.append_turns(self.session, rows)
+        # after a reply (the user reads and types; an agent runs its tool) the worker seals and
+        # encodes ahead; not after a user turn, whose context() call follows at once and would only
+        # wait for the worker
+        if self.ahead and rows[-1]["role"] == "assistant":
+            self._schedule_ahead()
+        return ids
 
     def pin(self, turn_id: int) -> None:
         """Keep this turn as raw text in every context (the plan refuses a budget too small for pins)."""
@@ -367,26 +393,77 @@ class OpticalMemory:
         """Seal pages, plan under `budget` (minus `reserve`), persist the new floors.
 
         Floors are written coarsen-only in the store (`set_floors(..., ladder=...)`): a process holding
-        an older plan can never make a page sharper than another process already let it fade."""
+        an older plan can never make a page sharper than another process already let it fade.
+
+        With `prefix_slack`, a fresh plan leaves that share of the budget free, and the following calls
+        keep its segments unchanged with the new turns appended as text while that fits
+        (`optimem.policies.stable.extend`), so the decode engine reuses the KV of everything before.
+        The age floors are those of this call's fresh plan either way."""
         with self._lock:
-            self.sync()
-            planner = self._sync_planner(self._synced_turns)  # what this sync saw, not what arrived since
-            if reserve != planner.policy.reserve_tokens:
-                planner.policy = dataclasses.replace(self.policy, reserve_tokens=reserve)
-            plan = planner.plan(budget, now=time.time())
-            changed = {i: t for i, t in plan.floors().items() if self._floors.get(i) != t}
+            t0 = t1 = time.perf_counter()
+            slack = slack_tokens(budget, reserve, self.prefix_slack) if self.prefix_slack else 0
+            kept = self._kept
+            plan = fresh = None
+            if slack and self.ahead and kept is not None and kept[0] is self._planner and kept[1:3] == (budget, reserve):
+                # the kept plan needs no page sealed since (its new turns are text): plan without sealing
+                # and leave that to the background worker; seal first only if the kept plan cannot go on
+                head = self.store.snapshot(self.session, turns_from=1 << 62, pages_from=1 << 62)  # counters only
+                self._synced_turns = max(self._synced_turns, head.turn_count)
+                planner = self._sync_planner(self._synced_turns)
+                if planner is kept[0]:
+                    try:
+                        fresh = self._fresh_plan(planner, budget, reserve, slack)
+                        plan = extend(kept[3], planner, budget, reserve, fresh)
+                    except PolicyError:
+                        plan = None
+            if plan is None:
+                self.sync()
+                t1 = time.perf_counter()
+                planner = self._sync_planner(self._synced_turns)  # what this sync saw, not what arrived since
+                fresh = self._fresh_plan(planner, budget, reserve, slack)
+                if slack and kept is not None and kept[0] is planner and kept[1:3] == (budget, reserve):
+                    plan = extend(kept[3], planner, budget, reserve, fresh)
+            extended = plan is not None
+            assert fresh is not None
+            changed = {i: t for i, t in fresh.floors().items() if self._floors.get(i) != t}
             if changed:
                 stored = self.store.set_floors(self.session, changed, ladder=self.backend.ladder.names)
                 now = {i: self._floor_on_ladder(f) for i, f in stored.items() if f is not None}
                 planner.set_floors(now)
                 self._floors.update(now)
+            if plan is None:
+                plan = fresh if not slack else dataclasses.replace(
+                    fresh, available=budget - reserve - planner.overhead.fixed)
+            self._kept = (planner, budget, reserve, plan) if slack else None
+            self.last_context_stats = {"seal_ms": 1000 * (t1 - t0), "plan_ms": 1000 * (time.perf_counter() - t1),
+                                       "plan_kept": extended}
             return plan
+
+    def _fresh_plan(self, planner: Planner, budget: int, reserve: int, slack: int = 0) -> Plan:
+        """A fresh plan under `budget - reserve - slack`, or under `budget - reserve` when the slack
+        leaves too little room for what must be text (then the next call plans afresh again)."""
+        for r in ((reserve + slack, reserve) if slack else (reserve,)):
+            if r != planner.policy.reserve_tokens:
+                planner.policy = dataclasses.replace(self.policy, reserve_tokens=r)
+            try:
+                return planner.plan(budget, now=time.time())
+            except PolicyError:
+                if r == reserve:
+                    raise
+        raise AssertionError("unreachable")
 
     def context(self, budget: int, *, reserve: int = 0, encode: bool | None = None,
                 new_message: str | None = None) -> Context:
         """What the next model call receives: shown pages (tier image, and vision tokens with a model
-        backend) and raw-text turns, oldest first, fitting `budget` tokens."""
+        backend) and raw-text turns, oldest first, fitting `budget` tokens.
+
+        `last_context_stats` says where the call's time went: seal (pages that filled up, or waiting
+        for the background worker doing it), plan, encode-wait (a background encode finishing its
+        batch) and encode (pages no cache held), and whether the previous plan was kept."""
+        t_start = time.perf_counter()
+        self._ahead_gen += 1
         plan = self.plan(budget, reserve=reserve)
+        stats = self.last_context_stats
         items: list[ContextPage | ContextTurn] = []
         refs = self._page_refs  # sealed pages never change: what the planner read is all a page needs
         text_ids = [t for s in plan.segments if s.kind == "text" for t in s.turns]
@@ -411,8 +488,17 @@ class OpticalMemory:
                     items.append(ContextTurn(t, st.role, st.content, planner.turns[t].tokens,
                                              (st.metadata or {}).get("name")))
         ctx = Context(plan, items, new_message)
+        stats.update(encode_wait_ms=0.0, encode_ms=0.0, pages_encoded=0)
         if self.backend.has_model if encode is None else encode:
-            self.encode_pages(ctx.pages)
+            t = time.perf_counter()
+            with self.encoder.lock:  # a background batch in flight finishes first
+                t1 = time.perf_counter()
+                before = self.encoder.encoded
+                self.encode_pages(ctx.pages)
+                stats["pages_encoded"] = self.encoder.encoded - before
+            stats["encode_wait_ms"], stats["encode_ms"] = 1000 * (t1 - t), 1000 * (time.perf_counter() - t1)
+        stats["context_ms"] = 1000 * (time.perf_counter() - t_start)
+        self._last_call = (budget, reserve)  # what the background worker encodes ahead for, after the next turn
         return ctx
 
     def _turns_by_id(self, ids: list[int]):
@@ -431,6 +517,74 @@ class OpticalMemory:
     def encode_pages(self, pages: list[ContextPage]) -> None:
         """Fill `embeds` for each page: from the caches, else encoded (batched per tier) and cached."""
         self.encoder.encode(pages)
+
+    # -- work ahead of need (a background worker, optimem.ahead) -------------------------------------
+    def _ahead_key(self) -> tuple[str, str, int]:
+        return ("memory", self.session, id(self))
+
+    def _schedule_ahead(self) -> None:
+        from optimem.ahead import worker
+
+        worker().submit(self._ahead_key(), self._work_ahead)
+
+    def wait_ahead(self, timeout: float | None = None) -> bool:
+        """Block until this memory's background work (sealing, encoding ahead) is done; False on timeout."""
+        from optimem.ahead import worker
+
+        return worker().wait(self._ahead_key(), timeout)
+
+    def ahead_targets(self, budget: int, reserve: int = 0, *, next_tier_pages: int = AHEAD_NEXT_TIER_PAGES
+                      ) -> list[ContextPage]:
+        """The pages (at their tiers) the next fresh plan is expected to show: this moment's fresh plan
+        (what a re-plan would show now) plus, for the oldest `next_tier_pages` pages of each tier run,
+        the next coarser tier (where the next squeezes move them as the history grows)."""
+        with self._lock:
+            self.sync()
+            planner = self._sync_planner(self._synced_turns)
+            slack = slack_tokens(budget, reserve, self.prefix_slack) if self.prefix_slack else 0
+            fresh = self._fresh_plan(planner, budget, reserve, slack)
+            refs = self._page_refs
+            names = self.backend.ladder.names
+            want: dict[tuple[int, str], None] = {}
+            for a, b, tier in sorted(fresh.tier_runs):
+                if tier == "dropped":
+                    continue
+                for p in range(a, b):
+                    want[(p, tier)] = None
+                k = names.index(tier) + 1
+                if k < len(names):
+                    for p in range(a, min(b, a + next_tier_pages)):
+                        want[(p, names[k])] = None
+            out = []
+            for p, tier in want:
+                turns_on_page, text_tokens, content_hash = refs[p]
+                out.append(ContextPage(p, tier, turns_on_page, self.backend.placeholder_count(tier), text_tokens,
+                                       content_hash, self.views))
+            return out
+
+    def _work_ahead(self) -> None:
+        """The background job: seal what filled up, then encode the expected pages not cached yet,
+        one tier batch at a time, stopping early when a `context()` call starts meanwhile."""
+        gen = self._ahead_gen
+        self.sync()
+        if self._last_call is None or not self.backend.has_model:
+            return
+        targets = [p for p in self.ahead_targets(*self._last_call) if not self.encoder.is_hot(p.content_hash, p.tier)]
+        if not targets:
+            return
+        self.views.many([(p.index, p.content_hash, p.tier) for p in targets])  # CPU work, no lock held
+        by_tier: dict[str, list[ContextPage]] = {}
+        for p in targets:
+            by_tier.setdefault(p.tier, []).append(p)
+        # small batches: a context() call starting meanwhile waits for one batch at most
+        batch = max(min(int(getattr(self.backend, "batch_size", 16)), AHEAD_BATCH), 1)
+        lock = _device_lock(self.backend)
+        for tier, pages in by_tier.items():
+            for i in range(0, len(pages), batch):
+                if self._ahead_gen != gen:
+                    return
+                with lock, self.encoder.lock:
+                    self.encoder.encode(pages[i : i + batch])
 
     # -- the native path --------------------------------------------------------------------------
     def _need_model(self, what: str) -> None:
@@ -504,6 +658,20 @@ class OpticalMemory:
 
     async def astats(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.stats)
+
+
+_NO_DEVICE_LOCK = threading.RLock()
+
+
+def _device_lock(backend: Any) -> Any:
+    """The lock a model's decode engine holds while it runs: background encodes take it too, so they
+    never interleave with a decode (or a CUDA graph capture) on the same device."""
+    model = getattr(backend, "model", None)
+    try:
+        engine = model.engine if model is not None and hasattr(type(model), "engine") else None
+    except Exception:  # noqa: BLE001 - a model without a decode engine
+        engine = None
+    return getattr(engine, "lock", None) or _NO_DEVICE_LOCK
 
 
 def _render_dict(r: RenderSettings) -> dict[str, Any]:

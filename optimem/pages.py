@@ -240,24 +240,35 @@ class VisionCache:
 
 
 class PageEncoder:
-    """Fills `embeds` of context pages through the caches; encodes what they miss, batched per tier."""
+    """Fills `embeds` of context pages through the caches; encodes what they miss, batched per tier.
+
+    Calls are serialised by `lock` (a caller and a background worker encoding ahead share the caches);
+    `encoded` counts the pages this encoder sent through the model."""
 
     def __init__(self, backend: Any, cache: VisionCache) -> None:
         self.backend = backend
         self.cache = cache
+        self.lock = threading.RLock()
+        self.encoded = 0
+
+    def is_hot(self, content_hash: str, tier: str) -> bool:
+        """Whether the page's vision tokens at `tier` are in the hot (device) cache: a lookup, no I/O."""
+        return self.cache.key(content_hash, tier) in self.cache._hot
 
     def encode(self, pages: Sequence[Any]) -> None:
-        missing: dict[str, dict[str, list[Any]]] = {}
-        for page in pages:
-            embeds = self.cache.get(page.content_hash, page.tier)
-            if embeds is not None:
-                page.embeds = embeds
-            else:  # identical page images are encoded once
-                missing.setdefault(page.tier, {}).setdefault(page.content_hash, []).append(page)
-        for tier, by_hash in missing.items():
-            firsts = [group[0] for group in by_hash.values()]
-            embeds = self.backend.encode([p.image() for p in firsts], tier)
-            for h, emb in zip(by_hash, embeds):
-                self.cache.put(h, tier, emb)
-                for page in by_hash[h]:
-                    page.embeds = emb
+        with self.lock:
+            missing: dict[str, dict[str, list[Any]]] = {}
+            for page in pages:
+                embeds = self.cache.get(page.content_hash, page.tier)
+                if embeds is not None:
+                    page.embeds = embeds
+                else:  # identical page images are encoded once
+                    missing.setdefault(page.tier, {}).setdefault(page.content_hash, []).append(page)
+            for tier, by_hash in missing.items():
+                firsts = [group[0] for group in by_hash.values()]
+                embeds = self.backend.encode([p.image() for p in firsts], tier)
+                self.encoded += len(firsts)
+                for h, emb in zip(by_hash, embeds):
+                    self.cache.put(h, tier, emb)
+                    for page in by_hash[h]:
+                        page.embeds = emb

@@ -6,6 +6,8 @@ never from constants, so a checkpoint with other ids is prompted correctly.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,12 +45,28 @@ class NativePrompt:
 
 
 class PromptBuilder:
+    # a chat prompt re-sends the same turns call after call: their token ids are kept (LRU by text)
+    # so building a prompt tokenizes only what is new
+    TEXT_CACHE = 4096
+
     def __init__(self, tokenizer: Any, ids: SpecialIds) -> None:
         self.tokenizer = tokenizer
         self.ids = ids
+        self._tokens: OrderedDict[str, list[int]] = OrderedDict()
+        self._tokens_lock = threading.Lock()
 
     def _text(self, prompt: NativePrompt, text: str) -> None:
-        prompt.input_ids.extend(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        with self._tokens_lock:
+            ids = self._tokens.get(text)
+            if ids is not None:
+                self._tokens.move_to_end(text)
+        if ids is None:
+            ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+            with self._tokens_lock:
+                self._tokens[text] = ids
+                while len(self._tokens) > self.TEXT_CACHE:
+                    self._tokens.popitem(last=False)
+        prompt.input_ids.extend(ids)
 
     def _page(self, prompt: NativePrompt, placeholders: int, embeds: Any, what: str, key: Any = None) -> None:
         if embeds is None:

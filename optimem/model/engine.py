@@ -196,7 +196,8 @@ class DecodeEngine:
 
     def __init__(self, language, lm_head, *, capacity: int | None = None, graphs: bool | None = None,
                  prefill_chunk: int | None = None, max_sessions: int = 4, bucketed: bool | None = None,
-                 expert_kernel: bool | None = None, fused: bool | None = None) -> None:
+                 expert_kernel: bool | None = None, fused: bool | None = None,
+                 grouped_prefill: bool | None = None) -> None:
         import torch
 
         self.lang, self.lm_head = language, lm_head
@@ -222,6 +223,10 @@ class DecodeEngine:
         # the step's elementwise chains (norm + residual, rotary + split, SiLU gate, router, expert
         # combine) compiled into a few kernels each on CUDA: several hundred kernels fewer per step
         self.fused = cuda and moe_kernel.available() if fused is None else bool(fused)
+        # prefill's routed experts as one grouped GEMM per projection (transformers' grouped_mm experts
+        # forward) on CUDA instead of the per-expert loop, whose launches and host syncs dominate a
+        # short prefill (a turn appended after a reused prefix); CPUs keep the loop's exact arithmetic
+        self.grouped_prefill = cuda if grouped_prefill is None else bool(grouped_prefill)
         self._fx = {f.__name__: _Compiled(f, self.fused and cuda) for f in
                     (_f_rms, _f_add_rms, _f_rope, _f_silu_mul, _f_router, _f_moe_delta)}
         self._layers = [_Weights(layer) for layer in language.layers[: self.n_layers]]
@@ -244,6 +249,12 @@ class DecodeEngine:
         self.stats = GenerationStats()
         with torch.inference_mode():
             self._allocate(self._round(capacity or self.window))
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while the engine runs (a whole streamed generation): other work on the same device
+        (a background page encode) takes it too, so it never interleaves with a step or a capture."""
+        return self._lock
 
     # -- memory -------------------------------------------------------------------------------------
     @property
@@ -353,6 +364,21 @@ class DecodeEngine:
         routed = (y.float() * (top_w[0, :, None] * w.scale)).sum(0).to(h.dtype)
         return routed.view_as(h)
 
+    def _moe_grouped(self, w: _Weights, h):
+        """The MoE block for many tokens with the routed experts as grouped GEMMs (same routing and
+        scaling as the module; None, once logged, where this transformers has no grouped forward)."""
+        try:
+            from transformers.integrations.moe import grouped_mm_experts_forward
+        except ImportError:
+            log.warning("decode engine: this transformers has no grouped_mm experts forward; prefill keeps the loop")
+            self.grouped_prefill = False
+            return None
+        mlp = w.module
+        _, top_w, top_i = mlp.gate(h)
+        flat = h.reshape(-1, h.shape[-1])
+        routed = grouped_mm_experts_forward(mlp.experts, flat, top_i, top_w).view_as(h)
+        return routed + mlp.shared_experts(h)
+
     def _layer(self, i: int, x, cos, sin, write_pos, kv_len: int, mask, causal_from: int | None):
         import torch.nn.functional as F
 
@@ -370,7 +396,9 @@ class DecodeEngine:
         x = x + F.linear(att.transpose(1, 2).reshape(1, n, H * hd), w.o, w.o_b)
         h = _rms(x, w.ln2, w.eps2)
         if w.moe and n > 1:
-            mlp = w.module(h)  # prefill: transformers' expert loop, the eager path's own arithmetic
+            mlp = self._moe_grouped(w, h) if self.grouped_prefill else None
+            if mlp is None:
+                mlp = w.module(h)  # prefill: transformers' expert loop, the eager path's own arithmetic
         else:
             g, u = F.linear(h, w.gate_up).chunk(2, dim=-1)
             mlp = F.linear(F.silu(g) * u, w.down)
