@@ -138,15 +138,28 @@ def test_list_sessions_spans_every_master_and_no_other_prefix(cluster):
     assert other.list_sessions() == ["intruder"]
 
 
-def test_durable_writes_wait_for_a_replica(cluster):
+def test_durable_writes_wait_for_a_replica(cluster, monkeypatch):
+    from redis.client import Pipeline
+
     st = open_store(cluster.url + "?prefix=dur&durable=1&wait_ms=2000")
+    # the first append also loads the script on that master (NOSCRIPT, SCRIPT LOAD, the pipeline again)
     assert st.append_turns("d", [{"role": "user", "content": "x"}]) == [0]
+    sent = _spy_commands(monkeypatch)
+    executes = []
+    real_execute = Pipeline.execute
+    monkeypatch.setattr(Pipeline, "execute", lambda self, *a, **kw: executes.append(1) or real_execute(self, *a, **kw))
+    assert st.append_turns("d", [{"role": "user", "content": "x", "key": "k"}]) == [1]
+    # the append, the marker write and WAIT: one pipeline, one round trip, straight to the slot's master
+    assert [a[0] for a, _ in sent] == ["EVALSHA", "SET", "WAIT"] and {v for _, v in sent} == {"node"}, sent
+    assert len(executes) == 1
+    monkeypatch.undo()
+    assert st.append_turns("d", [{"role": "user", "content": "x", "key": "k"}]) == [1]  # a no-op retry waits too
     st.put_pages("d", [StoredPage(0, [{"turn": 0, "start": 0, "end": 1}], "x", 1, "h0", png=b"p")])
     # asking for more replicas than exist: applied on the master, but the caller is told it is not durable
     st3 = open_store(cluster.url + "?prefix=dur&durable=3&wait_ms=200")
     with pytest.raises(StoreError, match="replicas confirmed"):
         st3.append_turns("d", [{"role": "user", "content": "y"}])
-    assert [t.content for t in st.get_turns("d")] == ["x", "y"]
+    assert [t.content for t in st.get_turns("d")] == ["x", "x", "y"]
 
 
 def test_failover_kill9_master_async_replication(cluster):

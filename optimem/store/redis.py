@@ -282,7 +282,8 @@ class RedisStore:
         if len(args) == 1:
             return []
         order = ["turns", "tkeys", "pins", "meta"]
-        all_keys = [keys[k] for k in order] + [keys[k] for k in _KINDS if k not in order]
+        # the rest of the session's keys are only for the TTL refresh: without a TTL, four keys to encode and send
+        all_keys = [keys[k] for k in order] + ([keys[k] for k in _KINDS if k not in order] if self.ttl > 0 else [])
         ids = self._write(lambda: self._append(keys=all_keys, args=args))
         return [int(i) for i in ids]
 

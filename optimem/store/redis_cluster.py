@@ -149,7 +149,12 @@ class _RoutedScript:
         self.store, self.script = store, script
 
     def __call__(self, keys: Any = None, args: Any = None) -> Any:
-        return self.script(keys=keys, args=args, client=self.store.client)
+        st = self.store
+        client = st.client
+        if st.durable and client is not st._cluster and getattr(st._tl_store, "writing", False) \
+                and st.wait_ms / 1000 + 1 < st.timeout:
+            return st._script_and_wait(self.script, client, list(keys or []), list(args or []))
+        return self.script(keys=keys, args=args, client=client)
 
 
 class RedisClusterStore(RedisStore):
@@ -175,6 +180,7 @@ class RedisClusterStore(RedisStore):
         self.durable: int = opts["durable"]
         self.wait_ms: int = opts["wait_ms"]
         self.retry_s: float = opts["retry_s"]
+        self.timeout: float = opts["timeout"]
         self._local = threading.local()
         if client is None:
             from redis.backoff import NoBackoff
@@ -305,10 +311,39 @@ class RedisClusterStore(RedisStore):
     # -- durability -------------------------------------------------------------------------------
     def _write(self, fn: Callable[[], Any]) -> Any:
         """Every write of RedisStore passes here; with durable=N it returns once N replicas have it."""
+        self._local.acked = None
         result = super()._write(fn)
         if self.durable:
-            self._wait_replicas(self._local.session)
+            acked = self._local.acked  # set when a script's write and its WAIT went in one round trip
+            if acked is None:
+                self._wait_replicas(self._local.session)
+            else:
+                self._check_acked(self._local.session, acked)
         return result
+
+    def _script_and_wait(self, script: Any, client: Any, keys: list, args: list) -> Any:
+        """A Lua write (append, pin, floors) sent straight to the session's master together with the
+        marker write and `WAIT`, pipelined on one connection: one round trip where the write and then
+        `_wait_replicas` take two. The marker write is kept so that `WAIT` also covers an earlier write
+        that this one finds already done (a retried keyed append that is a no-op writes nothing and would
+        leave the connection's replication offset behind it)."""
+        from redis.exceptions import NoScriptError
+
+        marker = f"{self.prefix}:{{{check_session(self._local.session)}}}:sync"
+        for attempt in (0, 1):
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.set(marker, b"1", px=self.wait_ms)
+            pipe.wait(self.durable, self.wait_ms)
+            res = pipe.execute(raise_on_error=False)
+            if attempt == 0 and isinstance(res[0], NoScriptError):  # a node that has not seen the script yet
+                script.sha = client.script_load(script.script)
+                continue
+            for r in res:
+                if isinstance(r, Exception):
+                    raise r
+            self._local.acked = int(res[2])
+            return res[0]
 
     def _node_client(self, host: str, port: int) -> Any:
         import redis
@@ -340,7 +375,9 @@ class RedisClusterStore(RedisStore):
                     raise redis.exceptions.TryAgainError(str(exc)) from exc
                 raise
 
-        acked = self._call(op)
+        self._check_acked(session, self._call(op))
+
+    def _check_acked(self, session: str, acked: int) -> None:
         if acked < self.durable:
             raise StoreError(
                 f"the write to session {session!r} was applied on its master but only {acked} of {self.durable} "
