@@ -190,3 +190,20 @@ def test_resharding_under_writes_surfaces_no_error_and_loses_nothing(cluster):
     assert r["errors_surfaced"] == 0, r
     assert r["lost_acknowledged"] == 0 and r["duplicates"] == 0, r
     assert r["operations"] > 50, r
+
+
+def test_bench_load_rounds_runs_every_store_each_round(cluster):
+    """`optimem bench store`'s load part, tiny: one writer process, two stores taking turns for two rounds."""
+    from optimem.bench.store import load_rounds, summarize
+
+    pids = [n.proc.pid for n in cluster.nodes]
+    configs = [{"store": "a", "url": cluster.url + "?prefix=lra", "pids": pids},
+               {"store": "b", "url": cluster.url + "?prefix=lrb&durable=1", "pids": pids}]
+    rows = load_rounds(configs, writers=1, threads=2, sessions_per_writer=2, duration=0.3, warmup=0.1, repeat=2,
+                       warm_turns=5, budget=4096, tag="lr")
+    assert [(r["store"], r["round"]) for r in rows] == [("a", 0), ("b", 0), ("b", 1), ("a", 1)]
+    assert all(r["adds_per_s"] > 0 and r["chat_turns_per_s"] > 0 and r["client_cpu_per_s_adds"] > 0 for r in rows), rows
+    table = summarize([{"writers": 1, "threads": 2, **r} for r in rows], base="a")
+    assert [t["rounds"] for t in table] == [2, 2] and table[0]["adds_vs_a_same_round"] == [1.0, 1.0]
+    assert open_store(cluster.url + "?prefix=lrb").count_turns("lr-w0-s1-t1-a") > 5  # both threads wrote
+

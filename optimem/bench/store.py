@@ -1,12 +1,17 @@
 """`optimem bench store`: the Redis store on one node and on a 3-master Redis Cluster, under load and failure.
 
-- Load: W writer processes, each driving S sessions (warmed with some turns and sealed pages)
-  through `OpticalMemory` (the default layout backend, no model), all starting at one instant: a
-  phase of `add()` only, then a phase of chat turns (one `add()` and one `context(budget)` per
-  turn, round robin over the sessions). Reported: adds/s over all writers and add p50/p99, chat
-  turns/s and `context()` p50/p99, and per phase the CPU seconds per second spent by the clients and
-  by the redis-servers, which says what limits the figure (clients and servers share this machine's
-  cores, and so does whatever else runs on it: see the load average).
+- Load: W writer processes x T threads (the same client concurrency for every store), each thread
+  driving S sessions (warmed with some turns and sealed pages) through `OpticalMemory` (the default
+  layout backend, no model) on its process's one store, all starting at one instant: untimed
+  warm-up adds, a timed phase of `add()` only, then a phase of chat turns (one `add()` and one
+  `context(budget)` per turn, round robin over the sessions). The stores (one node, one node with a
+  replica, the cluster, the cluster with `durable=1`) take turns within a round, in an order rotated
+  each round, for `repeat` rounds: a change in the machine's load hits them alike, and each store is
+  also compared with one node in the same round. Reported per store: medians over the rounds and
+  the spread of adds/s, add p50/p99, chat turns/s and `context()` p50/p99, and per phase the CPU
+  seconds per second spent by the clients, by the redis-servers and by everything else on the
+  machine (/proc/stat), which says what limits the figure (clients and servers share this machine's
+  cores with whatever else runs on it).
 - Failover: writers append to sessions of every master (most with turn keys, retrying a failed
   append with its key; one on the killed master and one elsewhere without keys, moving on after an
   error); one master is killed with SIGKILL; its replica is promoted after `cluster-node-timeout`.
@@ -16,8 +21,9 @@
 - Resharding: writers append, write pages and read while `redis-cli --cluster reshard` moves the
   slots of their sessions to another master. Reported: errors the callers saw, appends lost.
 
-Both servers are started here on loopback (`optimem.bench.redis_local`); the workers are separate
-processes started with `python -m optimem.bench.store WORKER.json` (results come back as JSON files).
+The servers are started here on loopback (`optimem.bench.redis_local`); the writers are separate
+processes started with `python -m optimem.bench.store WORKER.json`, kept for every round of one writer
+count (results come back as JSON files).
 """
 
 from __future__ import annotations
@@ -40,12 +46,29 @@ _CONTENT = ("Turn {i}: the migration of table t{t} copied {r} rows; next we chec
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--writers", nargs="+", type=int, default=[1, 4], help="writer processes (client concurrency)")
-    p.add_argument("--sessions-per-writer", type=int, default=4, help="sessions each writer drives")
-    p.add_argument("--duration", type=float, default=5.0, help="seconds of timed load per configuration")
+    p.add_argument("--writers", nargs="+", type=int, default=[1, 4], help="writer processes")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads per writer process (client concurrency = writers x threads, the same for every store)")
+    p.add_argument("--sessions-per-writer", type=int, default=4, help="sessions each writer thread drives")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds of timed load per phase and configuration")
+    p.add_argument("--warmup", type=float, default=0.5, help="seconds of untimed adds before each timed phase")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="rounds per configuration; the stores take turns within a round (rotated each round), "
+                        "so a change in the machine's load hits them alike")
+    p.add_argument("--stores", nargs="+", choices=list(_STORES), default=list(_STORES), help="which stores to load")
     p.add_argument("--budget", type=int, default=4096, help="context() token budget")
     p.add_argument("--warm-turns", type=int, default=200, help="turns in each session before timing")
     p.add_argument("--no-failure", action="store_true", help="skip the failover and resharding trials")
+
+
+# name -> what it is; "1 node + replica" has the cluster's redundancy (every write also applied on a
+# replica) without the cluster, which separates the cost of replication from the cost of the cluster
+_STORES = {
+    "1 node": "one redis-server",
+    "1 node + replica": "one redis-server and one replica (REPLICAOF), writes on the master",
+    "cluster 3+3": "3 masters + 3 replicas",
+    "cluster 3+3 durable=1": "3 masters + 3 replicas, every write waits for one replica (WAIT)",
+}
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -60,6 +83,16 @@ def _cpu_s(pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all cores have spent not idle since boot (Linux /proc/stat), to tell how much of the
+    machine went to processes outside the benchmark."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait (guest is in user)
+    except (OSError, ValueError, IndexError):
         return 0.0
 
 
@@ -84,97 +117,176 @@ def _sessions_on(cluster, prefix: str, want_on: int, n_on: int, n_off: int, tag:
 
 
 # -- load ---------------------------------------------------------------------------------------------
+def _text(i: int) -> str:
+    return _CONTENT.format(i=i, t=i % 40, r=i * 37 % 100000)
+
+
 def _worker(spec_path: str) -> None:
-    """One writer process: warm its sessions, say ready, wait for the start file, then two timed phases
-    from the shared start time: adds only, then chat turns (one add and one context() per turn)."""
+    """One writer process for every round of one writer count. It opens each store once (the process's
+    connections stay warm across rounds, as an application's would), warms its sessions, says ready, then
+    for round k waits for `start{k}` and, from the shared start time: `warmup` s of untimed adds, `duration`
+    s of adds (timed), `duration` s of chat turns (one add and one context() each), on `threads` threads
+    that share the process's store. Results per round in `out{k}.json`."""
     from optimem.memory import OpticalMemory
     from optimem.store import open_store
 
     spec = json.loads(Path(spec_path).read_text())
-    store = open_store(spec["url"])
-    # separate sessions for the two phases, so the chat phase does not first seal what the add phase wrote
-    mems = [OpticalMemory(s + "-a", store) for s in spec["sessions"]]
-    chats = [OpticalMemory(s + "-c", store) for s in spec["sessions"]]
-    for m in mems + chats:
-        m.add_many([{"role": "user" if i % 2 == 0 else "assistant",
-                     "content": _CONTENT.format(i=i, t=i % 40, r=i * 37 % 100000)} for i in range(spec["warm_turns"])])
-        m.context(spec["budget"])  # seal the warm pages now, not inside the timed part
+    d, T, dur, warm = Path(spec["dir"]), spec["threads"], spec["duration"], spec["warmup"]
+    start_dir = Path(spec["start_dir"])
+    stores = {u: open_store(u) for u in dict.fromkeys(r["url"] for r in spec["rounds"])}
+    # per store and thread: add-phase sessions and chat-phase sessions (so the chat phase does not first
+    # seal what the add phase wrote)
+    mems = {u: [([OpticalMemory(f"{s}-t{t}-a", st) for s in spec["sessions"]],
+                 [OpticalMemory(f"{s}-t{t}-c", st) for s in spec["sessions"]]) for t in range(T)]
+            for u, st in stores.items()}
+    for per_thread in mems.values():
+        for adds, chats in per_thread:
+            for m in adds + chats:
+                m.add_many([{"role": "user" if i % 2 == 0 else "assistant", "content": _text(i)}
+                            for i in range(spec["warm_turns"])])
+                m.context(spec["budget"])  # seal the warm pages now, not inside the timed part
     Path(spec["ready"]).write_text("ready")
-    while not Path(spec["start"]).exists():
-        time.sleep(0.002)
-    t0 = float(Path(spec["start"]).read_text())
-    out: dict[str, Any] = {"adds": [], "chat_adds": [], "contexts": []}
-    i = spec["warm_turns"]
-    cpu0 = time.process_time()
-    while time.time() < t0 + spec["duration"]:  # phase 1: adds only, round robin over the sessions
-        m = mems[i % len(mems)]
-        t = time.perf_counter()
-        m.add("user" if i % 2 == 0 else "assistant", _CONTENT.format(i=i, t=i % 40, r=i * 37 % 100000))
-        out["adds"].append(time.perf_counter() - t)
-        i += 1
-    out["cpu_adds_s"] = time.process_time() - cpu0
-    while time.time() < t0 + 2 * spec["duration"]:  # phase 2: chat turns
-        m = chats[i % len(chats)]
-        t = time.perf_counter()
-        m.add("user" if i % 2 == 0 else "assistant", _CONTENT.format(i=i, t=i % 40, r=i * 37 % 100000))
-        t1 = time.perf_counter()
-        m.context(spec["budget"])
-        out["chat_adds"].append(t1 - t)
-        out["contexts"].append(time.perf_counter() - t1)
-        i += 1
-    out["cpu_s"] = time.process_time() - cpu0
-    Path(spec["out"]).write_text(json.dumps(out))
+
+    def run(adds: list, chats: list, t0: float, out: dict, t: int) -> None:
+        i = spec["warm_turns"] + t * 1_000_000
+        while time.time() < t0:  # warm-up, untimed
+            adds[i % len(adds)].add("user" if i % 2 == 0 else "assistant", _text(i))
+            i += 1
+        while time.time() < t0 + dur:  # phase 1: adds only, round robin over the sessions
+            m = adds[i % len(adds)]
+            a = time.perf_counter()
+            m.add("user" if i % 2 == 0 else "assistant", _text(i))
+            out["adds"].append(time.perf_counter() - a)
+            i += 1
+        while time.time() < t0 + 2 * dur:  # phase 2: chat turns
+            m = chats[i % len(chats)]
+            a = time.perf_counter()
+            m.add("user" if i % 2 == 0 else "assistant", _text(i))
+            b = time.perf_counter()
+            m.context(spec["budget"])
+            out["chat_adds"].append(b - a)
+            out["contexts"].append(time.perf_counter() - b)
+            i += 1
+
+    for k, rnd in enumerate(spec["rounds"]):
+        start = start_dir / f"start{k}"
+        while not start.exists():
+            time.sleep(0.002)
+        t0 = float(start.read_text()) + warm  # timing starts after the warm-up
+        out: dict[str, Any] = {"adds": [], "chat_adds": [], "contexts": []}
+        threads = [threading.Thread(target=run, args=(*mems[rnd["url"]][t], t0, out, t)) for t in range(T)]
+        for th in threads:
+            th.start()
+        time.sleep(max(0.0, t0 - time.time()))
+        cpu0 = time.process_time()  # the whole process: every thread's CPU
+        time.sleep(max(0.0, t0 + dur - time.time()))
+        cpu1 = time.process_time()
+        for th in threads:
+            th.join()
+        out["cpu_adds_s"], out["cpu_chat_s"] = cpu1 - cpu0, time.process_time() - cpu1
+        (d / f"out{k}.tmp").write_text(json.dumps(out))
+        (d / f"out{k}.tmp").rename(d / f"out{k}.json")
+    for st in stores.values():
+        st.close()
 
 
-def load(url: str, server_pids: list[int], *, writers: int, sessions_per_writer: int, duration: float,
-         warm_turns: int = 200, budget: int = 4096, tag: str = "load") -> dict[str, Any]:
-    """W writer processes x S sessions each: `duration` s of adds, then `duration` s of chat turns."""
+def load_rounds(configs: list[dict[str, Any]], *, writers: int, threads: int = 1, sessions_per_writer: int = 4,
+                duration: float = 3.0, warmup: float = 0.5, repeat: int = 3, warm_turns: int = 200,
+                budget: int = 4096, tag: str = "load") -> list[dict[str, Any]]:
+    """`writers` processes x `threads` threads against every store of `configs` ({"store", "url",
+    "pids"}: the redis-server pids to charge), `repeat` rounds; in each round the stores take turns in an
+    order rotated by one per round. One row per store and round."""
     tmp = Path(tempfile.mkdtemp(prefix="optimem-bench-store-"))
+    order = [configs[(r + j) % len(configs)] for r in range(repeat) for j in range(len(configs))]
     procs = []
+    rows = []
     try:
-        start = tmp / "start"
         for w in range(writers):
-            spec = {"url": url, "sessions": [f"{tag}-w{w}-s{s}" for s in range(sessions_per_writer)],
-                    "duration": duration, "warm_turns": warm_turns, "budget": budget,
-                    "ready": str(tmp / f"ready{w}"), "start": str(start), "out": str(tmp / f"out{w}.json")}
+            (tmp / f"w{w}").mkdir()
+            spec = {"rounds": [{"url": c["url"]} for c in order], "threads": threads, "start_dir": str(tmp),
+                    "dir": str(tmp / f"w{w}"), "sessions": [f"{tag}-w{w}-s{s}" for s in range(sessions_per_writer)],
+                    "duration": duration, "warmup": warmup, "warm_turns": warm_turns, "budget": budget,
+                    "ready": str(tmp / f"ready{w}")}
             (tmp / f"spec{w}.json").write_text(json.dumps(spec))
             procs.append(subprocess.Popen([sys.executable, "-m", "optimem.bench.store", str(tmp / f"spec{w}.json")]))
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while not all((tmp / f"ready{w}").exists() for w in range(writers)):
             if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
                 raise RuntimeError("a bench writer failed while warming up")
             time.sleep(0.05)
-        load0 = os.getloadavg()[0]
-        t0 = time.time() + 0.2
-        (tmp / "start.tmp").write_text(repr(t0))
-        (tmp / "start.tmp").rename(start)
-        time.sleep(max(0.0, t0 - time.time()))
-        srv0 = sum(_cpu_s(p) for p in server_pids)
-        time.sleep(max(0.0, t0 + duration - time.time()))
-        srv1 = sum(_cpu_s(p) for p in server_pids)
+        for k, c in enumerate(order):
+            load0 = os.getloadavg()[0]
+            t0 = time.time() + 0.2 + warmup  # when the timed adds start, after the warm-up
+            (tmp / "start.tmp").write_text(repr(t0 - warmup))
+            (tmp / "start.tmp").rename(tmp / f"start{k}")
+            marks = []
+            for t in (t0, t0 + duration, t0 + 2 * duration):
+                time.sleep(max(0.0, t - time.time()))
+                marks.append((sum(_cpu_s(p) for p in c["pids"]), _machine_busy_s()))
+            files = [tmp / f"w{w}" / f"out{k}.json" for w in range(writers)]
+            deadline = time.monotonic() + 120
+            while not all(f.exists() for f in files):
+                if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                    raise RuntimeError(f"a bench writer failed in round {k} ({c['store']})")
+                time.sleep(0.01)
+            outs = [json.loads(f.read_text()) for f in files]
+            rows.append({"store": c["store"], "round": k // len(configs), "turn_in_round": k % len(configs),
+                         **_row(outs, marks, duration, load0, os.getloadavg()[0])})
         for p in procs:
-            p.wait(timeout=duration + 120)
-        srv2 = sum(_cpu_s(p) for p in server_pids)
-        outs = [json.loads((tmp / f"out{w}.json").read_text()) for w in range(writers)]
+            p.wait(timeout=60)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def _row(outs: list[dict], marks: list[tuple[float, float]], duration: float, load0: float, load1: float) -> dict:
     adds = [x for o in outs for x in o["adds"]]
     chat = [x for o in outs for x in o["chat_adds"]]
     ctx = [x for o in outs for x in o["contexts"]]
-    return {"writers": writers, "sessions": writers * sessions_per_writer,
-            "adds_per_s": round(len(adds) / duration, 1),
+    (s0, m0), (s1, m1), (s2, m2) = marks
+    client_a = sum(o["cpu_adds_s"] for o in outs)
+    client_c = sum(o["cpu_chat_s"] for o in outs)
+    return {"adds_per_s": round(len(adds) / duration, 1),
             "add_p50_ms": round(1000 * _pct(adds, 0.5), 3), "add_p99_ms": round(1000 * _pct(adds, 0.99), 3),
-            "client_cpu_per_s_adds": round(sum(o["cpu_adds_s"] for o in outs) / duration, 2),
-            "server_cpu_per_s_adds": round((srv1 - srv0) / duration, 2),
+            "client_cpu_per_s_adds": round(client_a / duration, 2),
+            "server_cpu_per_s_adds": round((s1 - s0) / duration, 2),
+            # CPU per add, what throughput is made of on a CPU-bound machine; steadier than adds/s under
+            # outside load (which takes cores away but does not change the work per add much)
+            "client_cpu_us_per_add": round(1e6 * client_a / max(1, len(adds)), 1),
+            "server_cpu_us_per_add": round(1e6 * (s1 - s0) / max(1, len(adds)), 1),
+            # every core's busy time minus the bench's clients and servers: what else ran meanwhile
+            "other_cpu_per_s_adds": round(max(0.0, (m1 - m0) - client_a - (s1 - s0)) / duration, 2),
             "chat_turns_per_s": round(len(ctx) / duration, 1),
             "chat_add_p99_ms": round(1000 * _pct(chat, 0.99), 3),
             "context_p50_ms": round(1000 * _pct(ctx, 0.5), 2), "context_p99_ms": round(1000 * _pct(ctx, 0.99), 2),
-            "client_cpu_per_s_chat": round(sum(o["cpu_s"] - o["cpu_adds_s"] for o in outs) / duration, 2),
-            "server_cpu_per_s_chat": round((srv2 - srv1) / duration, 2),
-            "loadavg_1m_at_start": round(load0, 2)}
+            "client_cpu_per_s_chat": round(client_c / duration, 2),
+            "server_cpu_per_s_chat": round((s2 - s1) / duration, 2),
+            "other_cpu_per_s_chat": round(max(0.0, (m2 - m1) - client_c - (s2 - s1)) / duration, 2),
+            "loadavg_1m": [round(load0, 2), round(load1, 2)]}
+
+
+def summarize(rows: list[dict[str, Any]], base: str = "1 node") -> list[dict[str, Any]]:
+    """Per store and writer count: the median over rounds, the spread of adds/s, and adds/s relative to
+    `base` in the same round (the two ran seconds apart, so a change in the machine's load mostly cancels)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["writers"], r["threads"], r["store"]), []).append(r)
+    out = []
+    for (w, t, store), rs in groups.items():
+        med = {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]
+               if isinstance(rs[0][k], (int, float)) and k not in ("round", "turn_in_round", "writers", "threads")}
+        base_by_round = {r["round"]: r["adds_per_s"] for r in groups.get((w, t, base), [])}
+        ratios = sorted(round(r["adds_per_s"] / base_by_round[r["round"]], 2) for r in rs
+                        if base_by_round.get(r["round"]))
+        out.append({"store": store, "writers": w, "threads": t, "rounds": len(rs), **med,
+                    "adds_per_s_min": min(r["adds_per_s"] for r in rs), "adds_per_s_max": max(r["adds_per_s"] for r in rs),
+                    "add_p99_ms_max": max(r["add_p99_ms"] for r in rs),
+                    f"adds_vs_{base.replace(' ', '_')}_same_round": ratios,
+                    "loadavg_1m_range": [min(r["loadavg_1m"][0] for r in rs), max(r["loadavg_1m"][1] for r in rs)]})
+    return out
 
 
 # -- failure trials -----------------------------------------------------------------------------------
@@ -340,43 +452,70 @@ def reshard_trial(cluster, *, sessions: int = 6, slots: int = 300, tag: str = "r
 
 
 # -- the benchmark ------------------------------------------------------------------------------------
+def _start_replica_pair() -> tuple[Any, Any]:
+    """A redis-server and a replica of it (REPLICAOF), handed over once the replica's link is up."""
+    from optimem.bench.redis_local import LocalRedis
+
+    master, replica = LocalRedis().start(), LocalRedis().start()
+    replica.node.cli("REPLICAOF", "127.0.0.1", str(master.node.port))
+    deadline = time.monotonic() + 30
+    while "master_link_status:up" not in replica.node.cli("INFO", "replication"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the bench's single-node replica did not sync within 30 s")
+        time.sleep(0.05)
+    return master, replica
+
+
 def run(args: argparse.Namespace) -> dict:
     from optimem.bench.redis_local import LocalRedis, LocalRedisCluster
 
-    single = LocalRedis().start()
+    started: list[Any] = []
     cluster = None
     try:
+        single = LocalRedis().start()
+        started.append(single)
+        master, replica = _start_replica_pair()
+        started += [master, replica]
         cluster = LocalRedisCluster().start()
+        cpids = [n.proc.pid for n in cluster.nodes]
+        configs = [c for c in (
+            {"store": "1 node", "url": single.url + "?prefix=bench", "pids": [single.node.proc.pid]},
+            {"store": "1 node + replica", "url": master.url + "?prefix=bench",
+             "pids": [master.node.proc.pid, replica.node.proc.pid]},
+            {"store": "cluster 3+3", "url": cluster.url + "?prefix=bench", "pids": cpids},
+            # what WAIT for one replica costs per write (one more round trip and the replica's ack)
+            {"store": "cluster 3+3 durable=1", "url": cluster.url + "?prefix=benchd&durable=1", "pids": cpids},
+        ) if c["store"] in args.stores]
         rows = []
         for w in args.writers:
-            for name, url, pids in (
-                ("1 node", single.url + "?prefix=bench", [single.node.proc.pid]),
-                ("cluster 3+3", cluster.url + "?prefix=bench", [n.proc.pid for n in cluster.nodes]),
-                # what WAIT for one replica costs per write (one more round trip and the replica's ack)
-                ("cluster 3+3 durable=1", cluster.url + "?prefix=benchd&durable=1", [n.proc.pid for n in cluster.nodes]),
-            ):
-                r = load(url, pids, writers=w, sessions_per_writer=args.sessions_per_writer,
-                         duration=args.duration, warm_turns=args.warm_turns, budget=args.budget, tag=f"w{w}")
-                rows.append({"store": name, **r})
-        result: dict[str, Any] = {"table": rows}
-        if not args.no_failure:
+            for r in load_rounds(configs, writers=w, threads=args.threads, sessions_per_writer=args.sessions_per_writer,
+                                 duration=args.duration, warmup=args.warmup, repeat=args.repeat,
+                                 warm_turns=args.warm_turns, budget=args.budget, tag=f"w{w}"):
+                rows.append({"writers": w, "threads": args.threads, **r})
+        result: dict[str, Any] = {"table": summarize(rows), "rounds": rows}
+        if not args.no_failure and cluster is not None:
             result["failover"] = [failover_trial(cluster, durable=0, tag="fa"),
                                   failover_trial(cluster, durable=1, tag="fb")]
             result["reshard"] = reshard_trial(cluster)
         result["setup"] = {
             "machine_note": "clients and all redis-servers share this machine's cores (os.cpu_count() in machine);"
-                            " other work on the machine adds noise, see loadavg_1m_at_start",
+                            " other work on the machine adds noise: other_cpu_per_s_* is every core's busy time"
+                            " (/proc/stat) minus the bench's clients and servers, loadavg_1m at each row's start and end",
+            "stores": {k: v for k, v in _STORES.items() if k in args.stores},
             "cluster": "3 masters + 3 replicas, redis-cli --cluster create, cluster-node-timeout 1000 ms, AOF fsync every second, no RDB",
-            "single": "one redis-server, no replica, AOF fsync every second, no RDB",
-            "duration_s": args.duration, "sessions_per_writer": args.sessions_per_writer,
-            "budget": args.budget, "warm_turns": args.warm_turns,
+            "single": "redis-server, AOF fsync every second, no RDB (the replica likewise)",
+            "client": "writers processes x threads threads, each thread driving sessions_per_writer sessions through"
+                      " OpticalMemory; the cluster store sends each session's calls to its slot's master directly",
+            "duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat, "threads": args.threads,
+            "sessions_per_writer": args.sessions_per_writer, "budget": args.budget, "warm_turns": args.warm_turns,
             "redis_server": subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip(),
         }
-        result["targets"] = {"cluster_adds_per_s_vs_single": ">= 1x at the same writers", "add_p99_ms": 5,
+        result["targets"] = {"cluster_adds_per_s_vs_single": ">= 1x at the same writers x threads", "add_p99_ms": 5,
                              "failover_duplicates": 0, "failover_lost_durable": 0, "reshard_errors": 0, "reshard_lost": 0}
         return result
     finally:
-        single.cleanup()
+        for x in started:
+            x.cleanup()
         if cluster is not None:
             cluster.cleanup()
 
