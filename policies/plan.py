@@ -747,7 +747,8 @@ class Planner:
             claimed = max(claimed, t1)
             pieces = _minus(t0, t1, text_sorted)
             if not pieces:  # its pages only continue turns held elsewhere (text or an older segment)
-                at = t1 if t1 in cut else t0  # a cut turn's earlier part comes just before its tail
+                drawn = lasts[r1 - 1]  # a cut turn's earlier part comes just before its tail
+                at = drawn if drawn in cut else t0
                 seg = Segment("dropped" if k == L else "page", names[k], costs[k] * (r1 - r0), range(at, at),
                               range(r0, r1), self._reason(k, range(r0, r1), age))
                 items.append((at, 0, seg))

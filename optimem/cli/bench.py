@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "docqa": "document ingest speed and retrieval recall@k",
     "pipeline": "the page pipeline per turn: context() + tier images, cold session, document QA ask",
     "e2e": "whole-conversation GPU cost: full text, prefix cache, truncation, optimem",
+    "large": "one huge turn (a pasted log) through add + context(): peak memory, time, no PolicyError",
     "store": "Redis store load (one node vs a 3-master cluster), failover and resharding on Redis Cluster",
 }
 

@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from optimem.errors import InputError
     from optimem.backends import DEEPSEEK_TEMPLATE_OVERHEAD
     from optimem.ladders import DEEPSEEK_OCR_V1
-    from optimem.records import page_infos, turn_infos
+    from optimem.records import TailCuts, page_infos, tail_infos, turn_infos
     from optimem.progress import progress_bar
-    from optimem.policies import Policy, plan
+    from optimem.policies import Planner, Policy
     from optimem.renderers import PageLayout, Paginator, load_input, normalize_text
     from optimem.renderers.layout import page_spans
     from optimem.renderers.tokens import count_tokens_batch
@@ -57,8 +57,14 @@ def run(args: argparse.Namespace) -> int:
     records = turn_infos(texts[: len(turns)], tokens=tokens[: len(turns)])
     counted = [SimpleNamespace(index=p.index, spans=p.spans, text=p.text, text_tokens=n)  # counted above, once
                for p, n in zip(sealed, tokens[len(turns):])]
-    result = plan(records, page_infos(counted), args.budget, DEEPSEEK_OCR_V1.costs, policy,
-                  overhead=DEEPSEEK_TEMPLATE_OVERHEAD)  # the native prompt's template counts too
+    planner = Planner(DEEPSEEK_OCR_V1.costs, policy, DEEPSEEK_TEMPLATE_OVERHEAD)  # the native template counts too
+    planner.extend(records, page_infos(counted))
+    cuts = TailCuts()
+    cuts.add(sealed)
+    # a turn too long to be text whole is cut: its earlier pages shown, its tail as text (counted only
+    # for such turns, when the planner asks)
+    planner.tail_source = lambda t: tail_infos(t, texts[t], None, cuts.cuts(t))[0]
+    result = planner.plan(args.budget)
     if args.json:
         json.dump(result.to_json(), sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
