@@ -450,6 +450,17 @@ def decode_speed(model, contexts: list[int], *, eager_upto: int = 32768, new_tok
             model.generate(ids, [], max_new_tokens=1, eos_token_id=-1)
             row["ttft_reused_prefix_ms"] = round(1000 * model.last_generation.prefill_s, 2)
             if model.device.type == "cuda" and ctx <= 8192:
+                # prefill with the routed experts looped per expert (the engine before grouped_prefill),
+                # whole prompt and a 256-token append after a reused prefix
+                model.configure_engine(grouped_prefill=False)
+                model.generate(ids, [], max_new_tokens=1, eos_token_id=-1, reuse=False)
+                row["prefill_ms_expert_loop"] = round(1000 * model.last_generation.prefill_s, 2)
+                model.generate(ids + _text_ids(257, seed=5)[1:], [], max_new_tokens=1, eos_token_id=-1)
+                row["append_256_prefill_ms_expert_loop"] = round(1000 * model.last_generation.prefill_s, 2)
+                eng = model.configure_engine(max_sessions=2)
+                model.generate(ids, [], max_new_tokens=1, eos_token_id=-1, reuse=False)
+                model.generate(ids + _text_ids(257, seed=5)[1:], [], max_new_tokens=1, eos_token_id=-1)
+                row["append_256_prefill_ms"] = round(1000 * model.last_generation.prefill_s, 2)
                 model.configure_engine(fused=False)
                 model.generate(ids, [], max_new_tokens=new_tokens, eos_token_id=-1, reuse=False)
                 row["decode_ms_per_token_unfused"] = round(model.last_generation.decode_ms_per_token, 3)

@@ -376,7 +376,13 @@ class DecodeEngine:
         mlp = w.module
         _, top_w, top_i = mlp.gate(h)
         flat = h.reshape(-1, h.shape[-1])
-        routed = grouped_mm_experts_forward(mlp.experts, flat, top_i, top_w).view_as(h)
+        try:
+            routed = grouped_mm_experts_forward(mlp.experts, flat, top_i, top_w).view_as(h)
+        except Exception as exc:  # noqa: BLE001 - a device or dtype the grouped GEMM refuses: keep the loop
+            log.warning("decode engine: grouped expert prefill failed (%s: %s); prefill keeps the loop",
+                        type(exc).__name__, str(exc)[:200])
+            self.grouped_prefill = False
+            return None
         return routed + mlp.shared_experts(h)
 
     def _layer(self, i: int, x, cos, sin, write_pos, kv_len: int, mask, causal_from: int | None):
