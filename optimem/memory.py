@@ -54,6 +54,7 @@ LONG_TURN_TAIL_CHARS = 4000
 SEAL_BATCH = 16  # pages drawn, then written in one compare-and-set; bounds what a huge turn holds in memory
 DEFAULT_PREFIX_SLACK = 0.25  # with a model backend: a fresh plan leaves a quarter of the budget for later turns
 AHEAD_BATCH = 8  # pages per background encode batch
+AHEAD_UNSEALED_TURNS = 8  # with the worker on, context() seals itself only when more turns than this wait
 AHEAD_NEXT_TIER_PAGES = 4  # per tier run, the oldest pages also encoded one tier coarser ahead of need
 
 
@@ -403,26 +404,27 @@ class OpticalMemory:
             t0 = t1 = time.perf_counter()
             slack = slack_tokens(budget, reserve, self.prefix_slack) if self.prefix_slack else 0
             kept = self._kept
-            plan = fresh = None
-            if slack and self.ahead and kept is not None and kept[0] is self._planner and kept[1:3] == (budget, reserve):
-                # the kept plan needs no page sealed since (its new turns are text): plan without sealing
-                # and leave that to the background worker; seal first only if the kept plan cannot go on
+            plan = fresh = planner = None
+            if self.ahead:
+                # sealing is the background worker's (after each reply): plan without it while only a
+                # few turns wait unsealed (they are text, as the planner requires); seal here only when
+                # more wait, or when what waits does not fit as text
                 head = self.store.snapshot(self.session, turns_from=1 << 62, pages_from=1 << 62)  # counters only
-                self._synced_turns = max(self._synced_turns, head.turn_count)
-                planner = self._sync_planner(self._synced_turns)
-                if planner is kept[0]:
+                open_turn = (head.meta.get("open") or [0, 0])[0]
+                if head.turn_count - open_turn <= AHEAD_UNSEALED_TURNS:
+                    self._synced_turns = max(self._synced_turns, head.turn_count)
+                    planner = self._sync_planner(self._synced_turns)
                     try:
                         fresh = self._fresh_plan(planner, budget, reserve, slack)
-                        plan = extend(kept[3], planner, budget, reserve, fresh)
                     except PolicyError:
-                        plan = None
-            if plan is None:
+                        fresh = None
+            if fresh is None:
                 self.sync()
                 t1 = time.perf_counter()
                 planner = self._sync_planner(self._synced_turns)  # what this sync saw, not what arrived since
                 fresh = self._fresh_plan(planner, budget, reserve, slack)
-                if slack and kept is not None and kept[0] is planner and kept[1:3] == (budget, reserve):
-                    plan = extend(kept[3], planner, budget, reserve, fresh)
+            if slack and kept is not None and kept[0] is planner and kept[1:3] == (budget, reserve):
+                plan = extend(kept[3], planner, budget, reserve, fresh)
             extended = plan is not None
             assert fresh is not None
             changed = {i: t for i, t in fresh.floors().items() if self._floors.get(i) != t}
@@ -585,6 +587,7 @@ class OpticalMemory:
                     return
                 with lock, self.encoder.lock:
                     self.encoder.encode(pages[i : i + batch])
+        self.views.flush()  # the derived views' PNG writes finish here, not during the next turn
 
     # -- the native path --------------------------------------------------------------------------
     def _need_model(self, what: str) -> None:

@@ -3,7 +3,8 @@
 # (.whl: transformers, the tokenizer, fonts) and this checkout into /tmp/site, then runs
 #   1. bench e2e --parts live   (the product turn by turn, 32k and 128k histories, all strategies)
 #   2. bench e2e --parts exact,decode at 8k (decode ms/token in generate(), the floor, first divergence)
-# writing JSON, plots and logs under OUT (default ./gpu_out). TINY=1 runs the tiny config (CPU smoke test).
+# writing JSON, plots and logs under OUT (default ./gpu_out). TINY=1 runs the tiny config (CPU smoke test);
+# SLACK2=x adds a live run with prefix_slack x; NO_DECODE=1 skips step 2.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
@@ -25,12 +26,19 @@ timeout "${LIVE_TIMEOUT:-420}" $PY -m optimem bench e2e $TINY_ARG --parts live -
   --turns "${TURNS:-16}" --plots "$OUT" --json --save "$OUT/e2e_live.json" > "$OUT/live_stdout.json" 2> "$OUT/live.log"
 echo "live rc=$? after $(( $(date +%s) - start )) s"
 tail -n 5 "$OUT/live.log"
+# optional: the live run again with another prefix_slack (sensitivity), e.g. SLACK2=0.35
+if [ -n "${SLACK2:-}" ]; then
+  left=$(( ${TOTAL_S:-570} - ($(date +%s) - start) ))
+  timeout "$left" $PY -m optimem bench e2e $TINY_ARG --parts live --live-histories 32768 131072 --prefix-slack "$SLACK2" \
+    --turns "${TURNS:-16}" --json --save "$OUT/e2e_live_slack$SLACK2.json" > "$OUT/live2_stdout.json" 2> "$OUT/live2.log"
+  echo "live slack $SLACK2 rc=$? after $(( $(date +%s) - start )) s"
+fi
 left=$(( ${TOTAL_S:-570} - ($(date +%s) - start) ))
-if [ "$left" -gt 60 ]; then
+if [ -z "${NO_DECODE:-}" ] && [ "$left" -gt 60 ]; then
   timeout "$left" $PY -m optimem bench e2e $TINY_ARG --parts exact,decode --decode-contexts 8192 --json \
     --save "$OUT/e2e_decode.json" > "$OUT/decode_stdout.json" 2> "$OUT/decode.log"
   echo "decode rc=$? after $(( $(date +%s) - start )) s"
   tail -n 5 "$OUT/decode.log"
 fi
-rm -f "$OUT/live_stdout.json" "$OUT/decode_stdout.json"
+rm -f "$OUT"/*_stdout.json
 ls -la "$OUT"
