@@ -176,12 +176,17 @@ def test_threads_are_kept_apart_and_history_edits_rebuild():
     a, b = _conversation(100), _conversation(60)[:1] + [HumanMessage(f"other {i}") for i in range(50)]
     comp.invoke(a, config={"configurable": {"thread_id": "a"}})
     comp.invoke(b, config={"configurable": {"thread_id": "b"}})
+    assert comp.wait_ahead(timeout=60)
     keys = {k.split(":", 1)[1]: len(st.keys) for k, st in comp._threads.items()}
-    assert keys == {"a": 99, "b": 49}
+    assert keys == {"a": 100, "b": 50}  # every unit stored, the newest ahead of the next call
+    # the same conversation again (its newest unit already stored ahead) is no history change
+    again = comp.invoke(a, config={"configurable": {"thread_id": "a"}})
+    assert again[0].response_metadata["optimem"]["reset"] is False and again[-1].content == a[-1].content
     # a history cut upstream (as a summariser does) rebuilds the thread instead of mixing histories
     out = comp.invoke(a[:1] + a[40:], config={"configurable": {"thread_id": "a"}})
     assert out[0].response_metadata["optimem"]["reset"] is True
-    assert len(next(st for k, st in comp._threads.items() if k.endswith(":a")).keys) == 60
+    assert comp.wait_ahead(timeout=60)
+    assert len(next(st for k, st in comp._threads.items() if k.endswith(":a")).keys) == 61
 
 
 def test_tool_units_never_split_and_oversized_messages_are_cut_not_refused():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -187,12 +188,12 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
 
     class Timed(OpticalMemoryMiddleware):
         def wrap_model_call(self, request, handler):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             args = self._args(request)
             res = self.compressor.compress(list(request.messages), **args)
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
             units = group_units(list(request.messages))
-            calls.append({"dt": dt, "report": res.report, "units": len(units), "msgs": res.messages,
+            calls.append({"dt": dt, "cpu": cpu, "report": res.report, "units": len(units), "msgs": res.messages,
                           "system": request.system_message})
             return handler(request.override(messages=res.messages))
 
@@ -209,6 +210,8 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
     req_bytes: list[int] = []
     page_bytes: list[float] = []
     last_calls_dt: list[float] = []
+    last_calls_cpu: list[float] = []
+    load0 = os.getloadavg()[0]
     t_start = time.perf_counter()
     for i in track(range(turns), total=turns, unit="turns"):
         n0 = len(calls)
@@ -242,6 +245,7 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
                 page_bytes.append(rep["request_bytes"] / max(rep["images"], 1))
         if i >= turns - 20:
             last_calls_dt.extend(c["dt"] for c in calls[n0:])
+            last_calls_cpu.extend(c["cpu"] for c in calls[n0:])
         if (i + 1) % 25 == 0:
             import sys
 
@@ -259,6 +263,10 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
         "overhead_ms_p50_last20": round(1000 * _pct(last_calls_dt, 0.5), 1),
         "overhead_ms_p99_last20": round(1000 * _pct(last_calls_dt, 0.99), 1),
         "overhead_ms_p50_all": round(1000 * _pct([c["dt"] for c in calls], 0.5), 1),
+        "overhead_cpu_ms_p50_last20": round(1000 * _pct(last_calls_cpu, 0.5), 1),
+        "overhead_cpu_ms_p99_last20": round(1000 * _pct(last_calls_cpu, 0.99), 1),
+        "ahead": {k: round(v, 2) if isinstance(v, float) else v for k, v in comp.ahead_stats.items()},
+        "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "leading_bytes": {kind: _share_stats(xs) for kind, xs in shares.items()},
         "leading_bytes_all": _share_stats([x for xs in shares.values() for x in xs]),
         "images_max": max(images), "request_bytes_max": max(req_bytes),

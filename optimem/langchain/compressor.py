@@ -100,6 +100,7 @@ class _Thread:
     floors: dict[int, int] = dataclasses.field(default_factory=dict)  # page -> coarsest ladder index sent
     first_page: int = 0  # pages before it were left out and stay out
     pngs: OrderedDict = dataclasses.field(default_factory=OrderedDict)  # (hash, tier) -> base64
+    last_make: tuple | None = None  # how the newest page of the last request was drawn
 
 
 class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
@@ -109,7 +110,9 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
 
     `store`: optimem store or URL holding each thread's pages (default: in memory, per compressor).
     `token_counter`: a chat model (its `get_num_tokens_from_messages`) or a function of a message
-    list, for text; images are priced by `optimem.providers`. `tools`: tool schemas sent with every
+    list, for text; images are priced by `optimem.providers`. `ahead`: between calls, a background
+    thread stores the newest unit, seals the pages it fills and draws the page images the next call is
+    expected to send (the call then finds them done). `tools`: tool schemas sent with every
     request (the middleware passes the agent's own). `thread_id`: the thread when the config names
     none (`configurable.thread_id`, or `session_id`); without either, a thread is keyed by the
     conversation's first message.
@@ -126,6 +129,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
     max_images: int | None = None
     max_request_bytes: int | None = None
     render: Any = None
+    ahead: bool = True
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -133,6 +137,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
     _guard: Any = PrivateAttr(default_factory=threading.Lock)
     _store: Any = PrivateAttr(default=None)
     _counts: OrderedDict = PrivateAttr(default_factory=OrderedDict)
+    _ahead: Any = PrivateAttr(default=None)
 
     def model_post_init(self, __context: Any) -> None:
         if not isinstance(self.budget, int) or self.budget < 1:
@@ -214,8 +219,10 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         report["thread"] = thread
         with st.lock:
             committed, tail = units[:-1], units[-1:]
-            report["reset"] = self._sync_units(st, committed)
+            report["reset"] = self._sync_units(st, committed, tail[0])
             out, extra = self._fit(st, prov, head, committed, tail, tool_schemas)
+        if self.ahead:
+            self._schedule_ahead(st, units)
         report.update(extra)
         if not keep_head:
             out = out[len(head):]
@@ -262,6 +269,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                         return self._accept(st, prov, out, info, attempt + 1)
         # text only: the newest whole units that fit, the newest messages cut if even they do not
         info.pop("_tiers", None)
+        info.pop("_last_make", None)
         out, cut, kept = self._text_only(head, committed + tail, tools, prov)
         info.update(self._measure(out, tools, prov), degraded=bool(committed) or cut > 0, cut_messages=cut,
                     pages=0, page_tiers={}, capped_pages=0, text_units=kept,
@@ -285,6 +293,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             st.floors[p] = max(st.floors.get(p, 0), names.index(tier))
         if sent:
             st.first_page = max(st.first_page, min(sent))
+        st.last_make = info.pop("_last_make")
         info.update(attempts=attempts, degraded=False, cut_messages=0, request_bytes=request_bytes(out))
         return out, info
 
@@ -322,11 +331,13 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                 st = self._threads[key] = _Thread(mem, keys)
             return st
 
-    def _sync_units(self, st: _Thread, committed: list[Unit]) -> bool:
+    def _sync_units(self, st: _Thread, committed: list[Unit], tail: Unit) -> bool:
         """Append the units the thread's memory has not seen; rebuild it when the history changed
         under it (messages removed or edited upstream). Returns whether it was rebuilt."""
         n = len(st.keys)
         reset = False
+        if n == len(committed) + 1 and tail.key() == st.keys[-1] and (not committed or committed[0].key() == st.keys[0]):
+            return False  # the same conversation again: its newest unit was stored ahead already
         if n:
             if len(committed) < n or committed[n - 1].key() != st.keys[n - 1] or committed[0].key() != st.keys[0]:
                 log.info("thread %s: history changed upstream; rebuilding its pages", st.mem.session)
@@ -347,6 +358,51 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                              for i, (u, k) in enumerate(zip(new, keys))])
             st.keys.extend(keys)
         return reset
+
+    # -- work ahead of need -----------------------------------------------------------------------
+    def _schedule_ahead(self, st: _Thread, units: list[Unit]) -> None:
+        if self._ahead is None:
+            with self._guard:
+                if self._ahead is None:
+                    from optimem.ahead import AheadWorker
+
+                    self._ahead = AheadWorker(max_pending=16, name="optimem-langchain-ahead")
+        self._ahead.submit(("lc", id(st)), lambda: self._work_ahead(st, units))
+
+    @property
+    def ahead_stats(self) -> dict[str, Any]:
+        """The background worker's counters: jobs done, replaced, dropped, failed, busy seconds."""
+        return {} if self._ahead is None else dict(self._ahead.stats)
+
+    def wait_ahead(self, timeout: float | None = None) -> bool:
+        """Block until the background work of every thread is done (False on timeout)."""
+        return True if self._ahead is None else self._ahead.wait(None, timeout)
+
+    def _work_ahead(self, st: _Thread, units: list[Unit]) -> None:
+        """Between calls: store the newest unit (the next call's history holds it; a unit still
+        waiting for tool results is left for that call), seal the pages it fills, and draw the
+        images the next request is expected to add: the page the text part starts on, whole, and
+        the next page drawn without its continuing unit (both at the newest page's tier)."""
+        from optimem.langchain.units import pending_calls
+
+        with st.lock:
+            if len(st.keys) == len(units) - 1 and not pending_calls(units[-1]):
+                if not st.keys or st.keys[-1] == units[-2].key():
+                    self._sync_units(st, units, units[-1])  # appends just the newest unit
+            st.mem.sync()
+            self._load_pages(st)
+            make = st.last_make
+            if make is None:
+                return
+            q, tier = make[1], make[-1]
+            if make[0] == "boundary":
+                self._page_b64(st, q, st.pages[q][0], tier)
+            if q + 1 < len(st.pages):
+                h, spans = st.pages[q + 1]
+                if spans[-1]["continues"] and spans[0]["turn"] < st.cuts[q + 1]:
+                    self._boundary_png(st, q + 1, spans[0]["turn"], spans[0]["start"], st.cuts[q + 1], tier)
+                else:
+                    self._page_b64(st, q + 1, h, tier)
 
     # -- assembling a request ----------------------------------------------------------------------
     def _page_extra(self, prov: Provider) -> int:
@@ -418,7 +474,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                 content.append({"type": "text", "text": f"[{omitted} earlier turns left out to fit the context budget]"})
             body.append(HumanMessage(content=content))
         body.extend(text_msgs)
-        return body, {"_tiers": {e[0]: e[3] for e in entries}, "pages": len(entries), "page_tiers": tiers, "text_units": len(text_ids) + 1,
+        return body, {"_tiers": {e[0]: e[3] for e in entries}, "_last_make": entries[-1][4][_PENDING] if entries else None, "pages": len(entries), "page_tiers": tiers, "text_units": len(text_ids) + 1,
                       "omitted_units": omitted, "capped_pages": capped, "plan_tokens": plan.total_tokens}
 
     def _b64_len(self, st: _Thread, make: tuple) -> int:
