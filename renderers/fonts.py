@@ -240,20 +240,24 @@ class _InkCache(dict):
 
 class _WordInkCache(dict):
     """Whole words are the unit of drawing for spaced scripts: a line is ~15 word arrays instead of
-    ~80 glyph arrays, and words repeat. Bounded: cleared when it grows past LIMIT entries."""
+    ~80 glyph arrays, and words repeat. Bounded by the bytes it holds (cleared past LIMIT_BYTES): a
+    log of unique words (timestamps, ids) would otherwise keep tens of thousands of arrays per style."""
 
-    LIMIT = 50_000
+    LIMIT_BYTES = 8 << 20
 
     def __init__(self, ink: _InkCache) -> None:
         super().__init__()
         self._ink = ink
+        self._bytes = 0
 
     def __missing__(self, word: str) -> np.ndarray:
         arr = np.concatenate(list(map(self._ink.__getitem__, word)), axis=0)
         if len(word) <= 24:
-            if len(self) >= self.LIMIT:
+            if self._bytes + arr.nbytes > self.LIMIT_BYTES:
                 self.clear()
+                self._bytes = 0
             self[word] = arr
+            self._bytes += arr.nbytes
         return arr
 
 
