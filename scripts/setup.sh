@@ -38,7 +38,10 @@ if ((dev)); then
   if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     "${pip[@]}" install "torch==2.13.0"
   fi
-  "${pip[@]}" install -e ".[all,dev]"
+  "${pip[@]}" install -e ".[all,dev,providers]"
+  # tiktoken's OpenAI encodings cannot be downloaded offline: rebuilt from quicktok-v1's wheel, checked
+  # against tiktoken's pinned SHA-256 and put in tiktoken's cache (langchain-openai's token counter)
+  .venv/bin/python -m optimem.bench.tiktoken_offline
 else
   # the demo, render, plan and the memory without a model need no torch: the core install only
   # (add the model with: .venv/bin/python -m pip install "torch==2.13.0" -e ".[model]")

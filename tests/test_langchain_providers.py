@@ -1,7 +1,8 @@
 """Requests as the providers' own LangChain packages build them (offline: payloads only, no calls).
-Needs the optional `providers` extra (langchain-openai, langchain-anthropic); skipped without it.
-Their token counters are not used: langchain-openai's downloads tiktoken encodings at run time and
-langchain-anthropic's calls the API, neither of which works offline."""
+Needs the optional `providers` extra (langchain-openai, langchain-anthropic, quicktok-v1); skipped
+without it. langchain-openai's token counter runs offline once `optimem.bench.tiktoken_offline` has
+put tiktoken's o200k_base where tiktoken looks (rebuilt from quicktok-v1's vocabulary, checked
+against tiktoken's pinned SHA-256); langchain-anthropic's counter calls the API, so it is not used."""
 
 from __future__ import annotations
 
@@ -38,3 +39,35 @@ def test_anthropic_payload_has_base64_images_and_whole_tool_pairs():
     images = [c for c in blocks if c.get("type") == "image"]
     assert images and all(c["source"]["type"] == "base64" and c["source"]["media_type"] == "image/png" for c in images)
     assert sum(c.get("type") == "tool_use" for c in blocks) == sum(c.get("type") == "tool_result" for c in blocks) == 1
+
+
+def test_tiktoken_encodings_rebuilt_offline_match_the_pinned_hash(tmp_path, monkeypatch):
+    pytest.importorskip("quicktok")
+    tiktoken = pytest.importorskip("tiktoken")
+    from optimem.bench import tiktoken_offline as tko
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    assert tko.ensure() == {"o200k_base": "written", "cl100k_base": "written"}
+    assert tko.ensure() == {"o200k_base": "cached", "cl100k_base": "cached"}
+    tko.cache_path("cl100k_base").write_bytes(b"corrupted")  # a bad cache file is replaced, never used
+    assert tko.ensure(("cl100k_base",)) == {"cl100k_base": "written"}
+    import tiktoken.registry
+
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # load from this cache, not a loaded one
+    assert tiktoken.get_encoding("o200k_base").encode("hello world") == [24912, 2375]
+
+
+def test_budget_holds_by_langchain_openais_own_count():
+    lco = pytest.importorskip("langchain_openai")
+    pytest.importorskip("quicktok")
+    from optimem.bench.agent import openai_count
+    from optimem.bench.tiktoken_offline import ensure
+
+    assert ensure(("o200k_base",))["o200k_base"] in ("cached", "written")
+    counter = lco.ChatOpenAI(model="gpt-4o", api_key="sk-test")
+    for budget in (3000, 6000):
+        out = OpticalCompressor(provider="openai", model="gpt-4o", budget=budget, token_counter=counter).invoke(_messages())
+        rep = out[0].response_metadata["optimem"]
+        assert rep["images"] > 0 and not rep["degraded"]
+        # the whole request (page images by detail and size, labels, framing) by langchain-openai
+        assert openai_count(counter, out, []) == rep["tokens"] <= budget

@@ -30,6 +30,7 @@ import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+
 from optimem.progress import track
 
 WORDS = ("alpha beta gamma delta engine river market ledger window orbit signal harbor copper meadow "
@@ -165,6 +166,62 @@ def leading_share(prev: bytes, cur: bytes) -> float:
     return lo / len(prev)
 
 
+OPENAI_MODEL = "gpt-4o"
+_COUNTERS: dict[str, Any] = {}
+
+
+def provider_counter(provider: str) -> Any:
+    """The provider package's own token counter where one works offline: for OpenAI, langchain-openai's
+    `ChatOpenAI.get_num_tokens_from_messages` (tiktoken's o200k_base, images by `detail` and size;
+    the encoding from `optimem.bench.tiktoken_offline`). None otherwise: Anthropic's counter calls
+    the API and Gemini's needs its SDK's tokenizer download, so those are counted with the documented
+    formulas (`optimem.providers`)."""
+    if provider != "openai":
+        return None
+    if provider not in _COUNTERS:
+        counter = None
+        try:
+            from langchain_core.messages import HumanMessage
+            from langchain_openai import ChatOpenAI
+
+            from optimem.bench.tiktoken_offline import ensure
+
+            if ensure(("o200k_base",))["o200k_base"] in ("cached", "written"):
+                counter = ChatOpenAI(model=OPENAI_MODEL, api_key="sk-offline-bench")
+                counter.get_num_tokens_from_messages([HumanMessage("probe")])
+        except Exception as exc:  # noqa: BLE001 - no package or no encoding: the documented formulas
+            import logging
+
+            logging.getLogger(__name__).warning("langchain-openai's counter unavailable (%s); using optimem's", exc)
+            counter = None
+        _COUNTERS[provider] = counter
+    return _COUNTERS[provider]
+
+
+def openai_count(counter: Any, msgs: list, tools: list) -> int:
+    """A request's tokens by langchain-openai: `get_num_tokens_from_messages` on the messages (text
+    by tiktoken, each image by its `detail` and size, per-message framing) with reasoning blocks
+    left out as its request builder leaves them out (its counter rejects them), plus each tool's
+    JSON schema by the same tokenizer (its counter ignores `tools=`, with a warning)."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from optimem.langchain.units import _SKIP_BLOCKS
+
+    clean = [m if isinstance(m.content, str) else m.model_copy(update={"content": [
+        b for b in m.content if not (isinstance(b, dict) and b.get("type") in _SKIP_BLOCKS)]}) for m in msgs]
+    n = counter.get_num_tokens_from_messages(clean) if clean else 0
+    for t in tools:
+        n += counter.get_num_tokens(json.dumps(convert_to_openai_tool(t), sort_keys=True, ensure_ascii=False))
+    return n
+
+
+def counted_by(counter: Any) -> str:
+    if counter is not None:
+        return (f"langchain-openai ChatOpenAI({OPENAI_MODEL!r}).get_num_tokens_from_messages (tiktoken o200k_base; "
+                "images by detail and size) + tool schemas by its tokenizer")
+    return "optimem.providers: documented image formulas, text by the DeepSeek-OCR tokenizer + framing"
+
+
 def user_turn(i: int) -> str:
     return f"Turn {i}: please look up {WORDS[i % len(WORDS)]} {WORDS[(i * 7) % len(WORDS)]} and summarise it."
 
@@ -183,8 +240,14 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
     from optimem.langchain import OpticalCompressor, OpticalMemoryMiddleware
     from optimem.langchain.units import group_units
 
-    comp = OpticalCompressor(provider=provider, budget=budget, store=store)
+    counter = provider_counter(provider)
+    tool = make_tool()
+    if counter is not None:
+        comp = OpticalCompressor(provider=provider, model=OPENAI_MODEL, budget=budget, store=store, token_counter=counter)
+    else:
+        comp = OpticalCompressor(provider=provider, budget=budget, store=store)
     calls: list[dict[str, Any]] = []
+    provider_tokens: list[int] = []
 
     class Timed(OpticalMemoryMiddleware):
         def wrap_model_call(self, request, handler):
@@ -199,7 +262,7 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
 
     errors = 0
     model = scripted_model()
-    agent = create_agent(model, tools=[make_tool()], system_prompt="You are a careful research assistant.",
+    agent = create_agent(model, tools=[tool], system_prompt="You are a careful research assistant.",
                          middleware=[Timed(comp)], checkpointer=InMemorySaver())
     cfg = {"configurable": {"thread_id": thread}, "recursion_limit": 50}
     split = dup = within = over = 0
@@ -233,8 +296,14 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
                         if isinstance(b, dict) and b.get("type") == "text" and b.get("text", "").startswith("[page "):
                             last = int(b["text"].split("turns ")[1].split(",")[0].split("-")[1])
                             dup += last >= first_text
-            within += rep["tokens"] <= budget
-            over += rep["tokens"] > budget
+            if counter is not None:  # the provider package's own count of the whole request, images included
+                sys_msgs = [c["system"]] if c["system"] is not None else []
+                n_tok = openai_count(counter, sys_msgs + list(msgs), [tool])
+            else:
+                n_tok = rep["tokens"]
+            provider_tokens.append(n_tok)
+            within += n_tok <= budget
+            over += n_tok > budget
             wire = _wire(c["system"], msgs)
             if prev_bytes is not None:
                 shares[pages_change(prev_msgs, msgs)].append(leading_share(prev_bytes, wire))
@@ -258,8 +327,9 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
         "method": "optimem", "provider": provider, "budget": budget, "turns": turns, "model_calls": len(calls),
         "errors": errors, "split_pairs": split, "duplicated_pairs": dup, "within_budget": within, "over_budget": over,
         "units_at_end": last["units"], "units_held_at_end": held,
-        "tokens_p50": statistics.median(c["report"]["tokens"] for c in calls),
-        "tokens_max": max(c["report"]["tokens"] for c in calls),
+        "counted_by": counted_by(counter),
+        "tokens_p50": statistics.median(provider_tokens), "tokens_max": max(provider_tokens),
+        "compressor_tokens_max": max(c["report"]["tokens"] for c in calls),
         "overhead_ms_p50_last20": round(1000 * _pct(last_calls_dt, 0.5), 1),
         "overhead_ms_p99_last20": round(1000 * _pct(last_calls_dt, 0.99), 1),
         "overhead_ms_p50_all": round(1000 * _pct([c["dt"] for c in calls], 0.5), 1),
@@ -308,6 +378,7 @@ def run_baseline(method: str, provider: str, budget: int, turns: int) -> dict[st
 
     from optimem.langchain import OpticalCompressor
 
+    counter = provider_counter(provider)
     counter_comp = OpticalCompressor(provider=provider, budget=budget)
     prov = counter_comp.pricing
 
@@ -316,13 +387,18 @@ def run_baseline(method: str, provider: str, budget: int, turns: int) -> dict[st
 
     def count(msgs) -> int:  # the compressor's accounting (text estimate + framing + images), without bytes
         msgs = list(msgs)
+        if counter is not None:  # the provider package's own count, as for optimem
+            return openai_count(counter, msgs, [])
         text = counter_comp._count_text(msgs)  # noqa: SLF001 - same accounting as optimem
         imgs = sum(image_tokens(b, prov) for m in msgs for b in image_blocks(m))
         return text + imgs + prov.message_tokens * len(msgs) + prov.request_tokens
 
     calls: list[dict[str, Any]] = []
     tool = make_tool()
-    tool_tokens = counter_comp._tool_tokens([tool])  # noqa: SLF001
+    if counter is not None:
+        tool_tokens = openai_count(counter, [], [tool])
+    else:
+        tool_tokens = counter_comp._tool_tokens([tool])  # noqa: SLF001
 
     class Trim(AgentMiddleware):
         def wrap_model_call(self, request, handler):
@@ -385,6 +461,7 @@ def run_baseline(method: str, provider: str, budget: int, turns: int) -> dict[st
         "method": method, "provider": provider, "budget": budget, "turns": turns, "model_calls": len(calls),
         "errors": errors, "split_pairs": split, "duplicated_pairs": dup, "within_budget": within, "over_budget": over,
         "units_held_at_end": len(group_units(last["msgs"])),
+        "counted_by": counted_by(counter),
         "tokens_p50": statistics.median(c["tokens"] for c in calls), "tokens_max": max(c["tokens"] for c in calls),
         "overhead_ms_p50_all": round(1000 * _pct([c["dt"] for c in calls], 0.5), 1) if method == "trim_messages" else None,
         "wall_s": round(time.perf_counter() - t_start, 1),

@@ -658,10 +658,20 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             key = ("tool", schema)
             n = self._counts.get(key)
             if n is None:
-                n = self._count_text([SystemMessage(schema)]) if self.token_counter is not None else text_tokens(schema)
+                n = self._counted_tool(t, schema)
                 self._counts[key] = n
             total += n
         return total
+
+    def _counted_tool(self, tool: Any, schema: str) -> int:
+        """One tool's tokens: its JSON schema counted by the chat model's tokenizer (or the counter
+        function, as a message)."""
+        counter = self.token_counter
+        if counter is None:
+            return text_tokens(schema)
+        if hasattr(counter, "get_num_tokens"):  # a chat model: its own tokenizer (langchain-openai's
+            return int(counter.get_num_tokens(schema))  # message counter ignores tools, with a warning)
+        return self._count_text([SystemMessage(schema)])
 
 
 # -- helpers -----------------------------------------------------------------------------------------

@@ -121,11 +121,16 @@ def pending_calls(unit: Unit) -> list[str]:
     return [tc["id"] for m in unit.messages for tc in (getattr(m, "tool_calls", None) or []) if tc.get("id") not in answered]
 
 
+_NOT_COUNTED = {"image", "image_url", *_SKIP_BLOCKS}
+
+
 def strip_images(m: BaseMessage) -> BaseMessage:
-    """The message without image blocks (what a text counter should see; images are priced apart)."""
-    if isinstance(m.content, str) or not any(isinstance(b, dict) and b.get("type") in ("image", "image_url") for b in m.content):
+    """The message as a text counter should see it: without image blocks (priced apart, by size and
+    detail) and without reasoning blocks (the provider packages leave them out of the request they
+    build, and langchain-openai's counter rejects them)."""
+    if isinstance(m.content, str) or not any(isinstance(b, dict) and b.get("type") in _NOT_COUNTED for b in m.content):
         return m
-    return m.model_copy(update={"content": [b for b in m.content if not (isinstance(b, dict) and b.get("type") in ("image", "image_url"))]})
+    return m.model_copy(update={"content": [b for b in m.content if not (isinstance(b, dict) and b.get("type") in _NOT_COUNTED)]})
 
 
 def image_blocks(m: BaseMessage) -> list[dict[str, Any]]:
