@@ -54,8 +54,10 @@ LONG_TURN_TAIL_CHARS = 4000
 SEAL_BATCH = 16  # pages drawn, then written in one compare-and-set; bounds what a huge turn holds in memory
 DEFAULT_PREFIX_SLACK = 0.25  # with a model backend: a fresh plan leaves a quarter of the budget for later turns
 AHEAD_BATCH = 8  # pages per background encode batch
-AHEAD_UNSEALED_TURNS = 8  # with the worker on, context() seals itself only when more turns than this wait
-AHEAD_NEXT_TIER_PAGES = 4  # per tier run, the oldest pages also encoded one tier coarser ahead of need
+# with the worker on, context() seals itself only when more turns than this wait unsealed (the open page
+# holds at most a page of text however many turns that is; the bound is for sessions that never reply)
+AHEAD_UNSEALED_TURNS = 64
+AHEAD_NEXT_TIER_PAGES = 4  # per tier run, its oldest (newest) pages also encoded one tier coarser (sharper) ahead
 
 
 class OpticalMemory:
@@ -538,8 +540,9 @@ class OpticalMemory:
     def ahead_targets(self, budget: int, reserve: int = 0, *, next_tier_pages: int = AHEAD_NEXT_TIER_PAGES
                       ) -> list[ContextPage]:
         """The pages (at their tiers) the next fresh plan is expected to show: this moment's fresh plan
-        (what a re-plan would show now) plus, for the oldest `next_tier_pages` pages of each tier run,
-        the next coarser tier (where the next squeezes move them as the history grows)."""
+        (what a re-plan would show now) plus, at each tier run's ends, where the boundaries move next:
+        its oldest `next_tier_pages` pages one tier coarser (squeezed as the history grows) and its
+        newest ones one tier sharper (when the text part of the next plan is shorter)."""
         with self._lock:
             self.sync()
             planner = self._sync_planner(self._synced_turns)
@@ -553,10 +556,13 @@ class OpticalMemory:
                     continue
                 for p in range(a, b):
                     want[(p, tier)] = None
-                k = names.index(tier) + 1
-                if k < len(names):
+                k = names.index(tier)
+                if k + 1 < len(names):
                     for p in range(a, min(b, a + next_tier_pages)):
-                        want[(p, names[k])] = None
+                        want[(p, names[k + 1])] = None
+                if k > 0:
+                    for p in range(max(a, b - next_tier_pages), b):
+                        want[(p, names[k - 1])] = None
             out = []
             for p, tier in want:
                 turns_on_page, text_tokens, content_hash = refs[p]

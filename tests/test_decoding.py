@@ -268,3 +268,17 @@ def test_e2e_live_bench_runs_the_product_on_a_tiny_model(tmp_path):
     assert next(r for r in rows if r["strategy"] == "full")["reused_tokens"] == 0
     assert "| optimem |" in e2e.live_table(out["summary"])
     assert (tmp_path / "e2e_live.png").stat().st_size > 1000
+
+
+def test_buckets_are_eighths_of_the_next_power_of_two():
+    """A bucketed step attends over the next multiple of 1/8 of the next power of two (>= 256), so a
+    6.5k-token context reads 7k cache rows, not 8k; `buckets(n)` lists every bucket up to n once."""
+    from optimem.model import DeepseekOCR, tiny_config
+
+    eng = DeepseekOCR.random(tiny_config(), seed=1).configure_engine(bucketed=True, capacity=140_000)
+    assert [eng._bucket(n) for n in (1, 256, 257, 4097, 6500, 7900, 8193, 30431)] == \
+        [256, 256, 512, 5120, 7168, 8192, 10240, 32768]
+    bs = eng.buckets(20_000)
+    assert bs == sorted(set(bs)) and bs[-1] >= 20_000 and all(eng._bucket(b) == b for b in bs)
+    assert all(eng._bucket(n) in bs for n in range(1, 20_000, 97))
+    assert eng._bucket(eng.capacity + 5) == eng.capacity

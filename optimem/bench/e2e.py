@@ -665,7 +665,13 @@ def live(model, histories: list[int], turns: int, budget: int, reply_tokens: int
     # CUDA graph per cache bucket the run will touch (256 .. past the longest history)
     top = int(max(histories) * 1.1) + 1024
     t = time.perf_counter()
-    eng.warmup([2 ** k for k in range(8, 18) if 2 ** k < top] + [top])
+    eng.warmup(eng.buckets(top) + [top])
+    # prefill of a few lengths (the first prefill of a shape pays one-time costs: kernel selection)
+    for n in (64, 150, 300, 600, 1200, 6000):
+        model.generate(_text_ids(n, seed=n), [], max_new_tokens=1, eos_token_id=-1, session=("warmup",))
+        model.generate(_text_ids(n, seed=n) + _text_ids(n + 1, seed=n + 1)[1:], [], max_new_tokens=1, eos_token_id=-1,
+                       session=("warmup",))
+    eng.release(("warmup",))
     startup_s = time.perf_counter() - t
     backend = DeepseekOCRBackend(model, batch_size=32)
     for H in histories:

@@ -49,6 +49,7 @@ _P1, _P2 = 2147483647, 2147483629
 _B1, _B2 = 1000003, 911382323
 _MAX_NGRAM = 32
 _MIN_BUCKET = 256
+_BUCKET_PARTS = 8  # buckets per power-of-two band
 
 
 @dataclass
@@ -556,13 +557,28 @@ class DecodeEngine:
     # -- graphs -------------------------------------------------------------------------------------
     def _bucket(self, length: int) -> int:
         """The cache rows a step at `length` keys attends over: the exact length, or (bucketed) the
-        next power of two (at least 256), capped at the capacity."""
+        next multiple of an eighth of the next power of two (at least 256), capped at the capacity.
+        Eighths, not powers of two: a step reads every row of its bucket, and a context just over
+        a power of two (an 8k-budget prompt of 6.5k tokens) would otherwise read up to twice the KV."""
         if not self.bucketed:
             return length
         b = _MIN_BUCKET
         while b < length:
             b *= 2
-        return min(b, self.capacity)
+        step = max(b // _BUCKET_PARTS, _MIN_BUCKET)
+        return min(-(-length // step) * step, self.capacity)
+
+    def buckets(self, upto: int) -> list[int]:
+        """Every bucket a step at up to `upto` keys may use (what `warmup` should capture)."""
+        out: list[int] = []
+        n = 1
+        while True:
+            b = self._bucket(n)
+            if not out or b != out[-1]:
+                out.append(b)
+            if b >= upto or b >= self.capacity:
+                return out
+            n = b + 1
 
     def _step(self, length: int) -> None:
         T = self._bucket(length)
