@@ -26,11 +26,13 @@ What differs on a cluster, and lives here:
 - Durability. Replication is asynchronous: a write acknowledged by a master that dies before its
   replica received it is lost. With `durable=N` every write returns only after N replicas
   acknowledged it (Redis `WAIT`), and raises `StoreError` when they do not within `wait_ms`
-  (default 2000). `WAIT` counts the writes of the connection it is sent on, and redis-py's pool hands
-  each command any connection, so after the write itself one round trip sends, on one connection to
-  the slot's master, a marker write to the session's slot (`...:{session}:sync`, expires after
-  `wait_ms`) followed by `WAIT`: replication is in order, so the replicas holding the marker also
-  hold every earlier write of that slot.
+  (default 2000). `WAIT` counts the writes of the connection it is sent on, so it follows, on one
+  connection to the slot's master, a marker write to the session's slot (`...:{session}:sync`,
+  expires after `wait_ms`): replication is in order, so the replicas holding the marker also hold
+  every earlier write of that slot, including the original of a keyed retry that turned out a no-op.
+  A Lua write (append, pin, floors) sent directly is pipelined with the marker and `WAIT` (one round
+  trip in all); a transaction, or a call retried through `RedisCluster`, is followed by a second
+  round trip for them.
 - Listing sessions. SCAN runs on every primary; the MATCH pattern escapes the prefix, and every key
   returned is also checked against the exact key shape, so a prefix can never widen the listing.
   Keys that move between masters while the listing runs can be missed or seen twice (deduplicated).
