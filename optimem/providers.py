@@ -25,7 +25,9 @@ figures were read from those pages, 2026-11):
   https://ai.google.dev/gemini-api/docs/media-resolution
   * Gemini 2.x: 258 tokens when both sides are <= 384 px, else 258 per 768x768 tile.
   * Gemini 3: a fixed count per image set by `media_resolution` (low 280, medium 560, high 1120,
-    the default for images).
+    the default for images). It is sent per image part (`media_resolution` on the v1 image block,
+    which langchain-google-genai >= 4 passes on as the part's `media_resolution.level` for Gemini 3
+    models and ignores, with a warning, for 2.5): pages go at low (tiny) or medium (small).
   * Limits (https://ai.google.dev/gemini-api/docs/image-understanding): 3,600 images per request
     (900 for Gemini 3 Pro), 20 MB of inline data per request.
 - DeepSeek-OCR v1 (native): the placeholder count of the mode (73 / 111 / 273 / 421).
@@ -114,7 +116,8 @@ def _deepseek(w: int, h: int, detail: str | None = None) -> int:  # a square pag
 class Provider:
     """One model family: how it prices an image, which page tiers are worth sending, request limits.
 
-    `image_tokens(width, height, detail)`; `detail` is the per-tier OpenAI detail (None elsewhere).
+    `image_tokens(width, height, detail)`; `detail` is what is sent per tier: OpenAI's `detail`, Gemini
+    3's per-part `media_resolution` level (None elsewhere).
     `message_tokens` is the framing each message costs beyond its content (role, separators).
     """
 
@@ -164,6 +167,7 @@ def _claude(max_edge: int, max_pixels: float) -> Callable[..., int]:
     return lambda w, h, detail=None: anthropic_image_tokens(w, h, max_edge=max_edge, max_pixels=max_pixels)
 
 
+GEMINI3_RESOLUTION_TOKENS = {"low": 280, "medium": 560, "high": 1120, "ultra_high": 2240}
 _OA = dict(max_images=500, max_request_bytes=50 * 1024 * 1024, message_tokens=3, request_tokens=3, image_format="openai")
 _OA_TIERS = dict(tiers=("large", "tiny"), detail={"large": "high", "tiny": "low"})
 # Tiers worth sending are those that cost clearly less than the ~1,000 text tokens a page holds: on
@@ -183,7 +187,8 @@ FAMILIES: tuple[Provider, ...] = (
     Provider("openai", "gpt-4o", _oa_tiles(85, 170), prefixes=("gpt-4o", "gpt-4.1", "gpt-4.5", "chatgpt-4o", "gpt-4"), **_OA_TIERS, **_OA),
     Provider("anthropic", "claude-opus-4-7", _claude(2576, 3.75e6), prefixes=("claude-opus-4-7", "claude-opus-4-8"), **_AN),
     Provider("anthropic", "claude", _claude(1568, 1.15e6), prefixes=("claude",), **_AN),
-    Provider("gemini", "gemini-3", lambda w, h, detail=None: 1120, ("tiny",), max_images=900,
+    Provider("gemini", "gemini-3", lambda w, h, detail=None: GEMINI3_RESOLUTION_TOKENS.get(detail or "high", 1120),
+             ("small", "tiny"), detail={"small": "medium", "tiny": "low"}, max_images=900,
              max_request_bytes=20 * 1024 * 1024, prefixes=("gemini-3",)),
     Provider("gemini", "gemini-2", lambda w, h, detail=None: gemini_image_tokens(w, h), ("small",),
              prefixes=("gemini",), **_GE),

@@ -71,3 +71,19 @@ def test_budget_holds_by_langchain_openais_own_count():
         assert rep["images"] > 0 and not rep["degraded"]
         # the whole request (page images by detail and size, labels, framing) by langchain-openai
         assert openai_count(counter, out, []) == rep["tokens"] <= budget
+
+
+def test_gemini3_request_sets_media_resolution_per_page():
+    lcg = pytest.importorskip("langchain_google_genai")
+    out = OpticalCompressor(provider="gemini", model="gemini-3-pro-preview", budget=6000).invoke(_messages())
+    rep = out[0].response_metadata["optimem"]
+    req = lcg.ChatGoogleGenerativeAI(model="gemini-3-pro-preview", google_api_key="x")._prepare_request(out)
+    images = [p for c in req["contents"] for p in c.parts if p.inline_data is not None]
+    levels = [p.media_resolution.level.value for p in images]
+    assert images and set(levels) <= {"MEDIA_RESOLUTION_LOW", "MEDIA_RESOLUTION_MEDIUM"}
+    # priced as sent: 280 a low page, 560 a medium one (Gemini 3's fixed counts)
+    assert rep["image_tokens"] == sum(280 if lv.endswith("LOW") else 560 for lv in levels)
+    # Gemini 2.x takes no per-part resolution: none is sent
+    out2 = OpticalCompressor(provider="gemini", model="gemini-2.5-flash", budget=6000).invoke(_messages())
+    assert not any("media_resolution" in b for m in out2 if isinstance(m.content, list) for b in m.content
+                   if isinstance(b, dict))

@@ -726,7 +726,11 @@ def _image_block(prov: Provider, b64: str, tier: str) -> dict[str, Any]:
     if prov.image_format == "openai":
         return {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}",
                                                    "detail": prov.tier_detail(tier) or "auto"}}
-    return {"type": "image", "base64": b64, "mime_type": "image/png"}
+    block = {"type": "image", "base64": b64, "mime_type": "image/png"}
+    level = prov.tier_detail(tier)
+    if level is not None:  # Gemini 3: the part's media_resolution (langchain-google-genai passes it on)
+        block["media_resolution"] = "MEDIA_RESOLUTION_" + level.upper()
+    return block
 
 
 def _open_png(data: bytes):
@@ -755,6 +759,9 @@ def image_tokens(block: dict[str, Any], prov: Provider) -> int:
         if block.get("source_type") not in (None, "base64") and not block.get("base64"):
             data = None
         detail = (block.get("extras") or {}).get("detail") if isinstance(block.get("extras"), dict) else None
+        res = block.get("media_resolution")
+        if isinstance(res, str) and res.upper().startswith("MEDIA_RESOLUTION_"):
+            detail = res[len("MEDIA_RESOLUTION_"):].lower()
     if prov.detail is not None and detail == "low":
         return prov.image_tokens(512, 512, "low")
     size = _data_size(data) if data else None
