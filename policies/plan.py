@@ -525,8 +525,9 @@ class Planner:
         forced = set(range(first_uncovered, n))
         forced_tokens = sum(whole(i) for i in forced)
         if forced_tokens > available and open_turn is not None:
+            # its largest tail within the recent share when one fits there (its pages keep room), else any
             rest = forced_tokens - whole(open_turn)
-            c = self._best_cut(open_turn, available - rest)
+            c = self._best_cut(open_turn, pol.recent_share * available - rest) or self._best_cut(open_turn, available - rest)
             if c is not None:
                 cut[open_turn] = c
                 forced_tokens = rest + c.tokens + per_turn
@@ -570,11 +571,12 @@ class Planner:
             # when it can, so that its own pages keep room), its earlier part goes on pages
             c = self._best_cut(i, min(limit, recent_room) - used) if count == 0 else None
             c = c or self._best_cut(i, limit - used)
-            if c is not None:
-                text.add(i)
-                cut[i] = c
-                used += c.tokens + per_turn
-            break  # the recent turns that fit win; older ones become pages
+            if c is None:
+                break  # the recent turns that fit win; older ones become pages
+            text.add(i)
+            cut[i] = c
+            used += c.tokens + per_turn
+            count += 1
         pinned = [t for t in turns if t.pinned and t.index not in text]
         pinned_tokens = sum(t.tokens for t in pinned) + per_turn * len(pinned)
         if used + pinned_tokens > available:
@@ -612,10 +614,11 @@ class Planner:
             hi = bisect.bisect_right(lasts, b_)
             for idx in range(lo, hi):
                 needed[idx] = 0
-        # a cut turn's pages from its cut on hold only its tail (sent as text) and newer text turns
+        # a cut turn's pages from its cut on hold its tail (sent as text), and are not needed unless
+        # they also draw a newer turn that is not wholly text (the head of another cut turn)
         for t, c in cut.items():
             for idx in range(c.page, bisect.bisect_right(self._firsts, t)):
-                if all(j in text for j in range(t + 1, lasts[idx] + 1)):
+                if all(j in text and j not in cut for j in range(t + 1, lasts[idx] + 1)):
                     needed[idx] = 0
         needed_pre = list(accumulate(needed, initial=0))
         b = [n_pages] + [0] * L + [0]

@@ -156,3 +156,63 @@ def test_a_tail_source_is_asked_only_for_turns_too_long_to_be_text():
     short.tail_source = source
     short.plan(4096)
     assert asked == [3, 3], "turns that fit whole are never asked about"
+
+
+def paginate(tokens: list[int], cap: int):
+    """Turns of `tokens` laid out greedily on pages of `cap` text tokens (a turn may straddle pages);
+    the last, unfilled page stays open. Returns (turns, sealed pages, tails at every continuation page
+    and after the last sealed page)."""
+    pages, cur, room = [], [], cap  # cur: [(turn, tokens on this page)]
+    starts: dict[int, list[tuple[int, int]]] = {}  # turn -> [(page, tokens from this page on)]
+    for t, n in enumerate(tokens):
+        left = n
+        while True:
+            take = min(left, room)
+            if cur and take == 0:
+                break
+            if take < left or left == 0 or take > 0:
+                cur.append((t, take))
+            left -= take
+            room -= take
+            if room == 0:
+                pages.append(cur)
+                cur, room = [], cap
+                if left > 0:
+                    starts.setdefault(t, []).append((len(pages), left))
+                    continue
+            if left == 0:
+                break
+    infos = []
+    for i, pg in enumerate(pages):
+        last_t = pg[-1][0]
+        continues = i + 1 < len(pages) and pages[i + 1][0][0] == last_t or (i + 1 == len(pages) and cur and cur[0][0] == last_t)
+        infos.append(PageInfo(i, pg[0][0], last_t, sum(k for _, k in pg), partial_last=bool(continues)))
+    turns = [TurnInfo(i, n) for i, n in enumerate(tokens)]
+    tails = [TailInfo(t, p, left) for t, lst in starts.items() for p, left in lst]
+    return turns, infos, tails
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.integers(1, 300), st.integers(2_000, 40_000)), min_size=1, max_size=12),
+       st.integers(400, 30_000), st.booleans())
+def test_several_long_turns_never_overflow_and_every_turn_is_held_once(tokens, budget, strict):
+    turns, pages, tails = paginate(tokens, 1000)
+    try:
+        p = plan(turns, pages, budget, L, Policy(fill_budget=not strict), tails=tails)
+    except PolicyError:
+        sealed_upto = pages[-1].last_turn if pages else -1
+        unsealed = sum(tokens[sealed_upto + 1:]) if not (pages and pages[-1].partial_last) else None
+        assert unsealed is None or unsealed > budget or tokens[-1] > budget
+        return
+    assert p.total_tokens <= budget and p.total_tokens == sum(s.tokens for s in p.segments)
+    assert sorted(held(p)) == list(range(len(turns)))
+    text = {t for s in p.segments if s.kind == "text" and s.tail_from is None for t in s.turns}
+    cut = dict(p.tails)
+    for q, tier in p.page_tiers:  # a page is shown or dropped only when something on it is not text
+        drawn = range(pages[q].first_turn, pages[q].last_turn + 1)
+        assert any(t not in text and not (t in cut and q >= cut[t]) for t in drawn), (q, tier)
+    ranks = [RANK[t] for _, t in sorted(p.page_tiers)]
+    assert ranks == sorted(ranks, reverse=True), "an older page is sharper than a newer one"
+
+
+RANK = {name: i for i, name in enumerate(L.names)} | {"dropped": len(L.names)}
