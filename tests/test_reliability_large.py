@@ -6,23 +6,14 @@ here; `optimem bench large` measures the issue's 20 MB case (README, reliability
 from __future__ import annotations
 
 import json
-import random
-import subprocess
-import sys
 
-from optimem.bench.large import in_fresh_process, pasted_log
-
-_PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024); print(r.returncode); "
-         "sys.stdout.write(r.stdout); sys.stderr.write(r.stderr)")
+from optimem.bench.large import cli_peak, in_fresh_process, one_line_markdown, pasted_log
 
 
 def _cli_peak(*args: str) -> tuple[int, int, str]:
     """(peak MB of the `optimem` process alone, its exit status, its stdout)."""
-    out = subprocess.run([sys.executable, "-c", _PEAK, sys.executable, "-m", "optimem", *args],
-                         capture_output=True, text=True, timeout=600)
-    peak, rc, stdout = out.stdout.split("\n", 2)
-    return int(peak), int(rc), stdout
+    peak, rc, _, stdout, _ = cli_peak(*args, timeout=600)
+    return peak, rc, stdout
 
 
 def test_a_huge_newest_turn_is_shown_in_bounded_memory(tmp_path):
@@ -61,10 +52,8 @@ def test_plan_of_a_transcript_ending_in_a_huge_turn_does_not_refuse(tmp_path):
 
 
 def test_render_of_a_long_one_line_markdown_file_streams_pages(tmp_path):
-    rng = random.Random(5)
-    words = "alpha beta gamma delta **bold** `code` epsilon zeta eta theta".split()
     doc = tmp_path / "line.md"
-    doc.write_text(" ".join(rng.choice(words) for _ in range(100_000))[:500_000])  # one line, no newline
+    doc.write_text(one_line_markdown(500_000))  # one line, no newline
     tiny = tmp_path / "tiny.md"
     tiny.write_text("one line\n")
     base, rc, _ = _cli_peak("render", str(tiny), "--tier", "tiny", "--out", str(tmp_path / "t"), "--json")

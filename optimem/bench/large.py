@@ -6,13 +6,20 @@ calls `context()` (which seals every page of it in batches and plans), then asks
 its own `context()`. Reported per size: pages sealed, seconds of the first `context()`, peak memory
 and its growth over the warmed-up process, and what the plan made of the huge turn (its tail as text,
 its earlier pages at a tier) on every call; any `PolicyError` is counted, not raised.
+
+With `--plan-mb` and `--render-mb` it also runs the CLI on files of that size: `optimem plan` of a
+transcript ending in a huge turn, and `optimem render` of a one-line Markdown file, each in its own
+process, with that process's peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=int, default=4096, help="context budget of every call")
     p.add_argument("--questions", type=int, default=3, help="questions asked after the huge turn, each with a context()")
     p.add_argument("--store", default=None, help="store URL (default: a SQLite file in a temporary folder)")
+    p.add_argument("--plan-mb", type=float, default=0.0,
+                   help="also time `optimem plan` of a transcript ending in a turn this large (0: skip)")
+    p.add_argument("--render-mb", type=float, default=0.0,
+                   help="also time `optimem render` of a one-line Markdown file this large (0: skip)")
 
 
 def pasted_log(chars: int, seed: int = 3) -> str:
@@ -112,11 +123,65 @@ def in_fresh_process(url: str, chars: int, budget: int, questions: int, timeout:
     return result
 
 
+_PEAK = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+         "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, r.returncode, "
+         "round(time.perf_counter() - t, 1)); sys.stdout.write(r.stdout); sys.stderr.write(r.stderr[-2000:])")
+
+
+def cli_peak(*args: str, timeout: float = 3600) -> tuple[int, int, float, str, str]:
+    """Run `optimem ARGS` in its own process: (its peak MB, exit status, seconds, stdout, stderr tail)."""
+    out = subprocess.run([sys.executable, "-c", _PEAK, sys.executable, "-m", "optimem", *args],
+                         capture_output=True, text=True, timeout=timeout)
+    head, _, stdout = out.stdout.partition("\n")
+    peak, rc, secs = head.split()
+    return int(peak), int(rc), float(secs), stdout, out.stderr
+
+
+def one_line_markdown(chars: int, seed: int = 1) -> str:
+    rng = random.Random(seed)
+    words = "alpha beta gamma delta **bold** `code` epsilon zeta eta theta".split()
+    parts, n = [], 0
+    while n < chars:
+        w = rng.choice(words)
+        parts.append(w)
+        n += len(w) + 1
+    return " ".join(parts)[:chars]
+
+
+def cli_runs(tmp: Path, plan_mb: float, render_mb: float, budget: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if plan_mb:
+        rows = [{"role": "user", "content": "hi, here is the log"}, {"role": "assistant", "content": "go ahead"},
+                {"role": "user", "content": pasted_log(int(plan_mb * 1_000_000))}]
+        path = tmp / "large.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        del rows
+        peak, rc, secs, stdout, err = cli_peak("plan", str(path), "--budget", str(budget), "--json")
+        plan = json.loads(stdout) if rc == 0 else {}
+        out["plan"] = {"command": f"optimem plan large.jsonl --budget {budget} --json", "mb": plan_mb,
+                       "peak_mb": peak, "seconds": secs, "exit": rc, "total_tokens": plan.get("total_tokens"),
+                       "tails": plan.get("tails"), "error": err.strip().splitlines()[-1:] if rc else None}
+    if render_mb:
+        path = tmp / "line.md"
+        path.write_text(one_line_markdown(int(render_mb * 1_000_000)))
+        peak, rc, secs, stdout, err = cli_peak("render", str(path), "--tier", "tiny", "--out", str(tmp / "pages"),
+                                               "--json")
+        pages = json.loads(stdout) if rc == 0 else []
+        out["render"] = {"command": "optimem render line.md --tier tiny --out pages --json", "mb": render_mb,
+                         "peak_mb": peak, "seconds": secs, "exit": rc, "pages": len(pages),
+                         "pngs_on_disk": len(list((tmp / "pages").glob("*.png"))) if rc == 0 else 0,
+                         "error": err.strip().splitlines()[-1:] if rc else None}
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from optimem.progress import track
 
     rows, details = [], []
+    cli: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="optimem-large-") as tmp:
+        cli = cli_runs(Path(tmp), args.plan_mb, args.render_mb, args.budget)
         for i, mb in track(list(enumerate(args.mb)), total=len(args.mb), unit="sizes"):
             url = args.store or f"sqlite:///{Path(tmp) / f'large-{i}.db'}"
             r = in_fresh_process(url, int(mb * 1_000_000), args.budget, args.questions)
@@ -127,6 +192,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows.append({"mb": mb, "pages": r["pages_sealed"], "first_context_s": r["first_context_s"],
                          "peak_mb": r["peak_mb"], "grown_mb": r["grown_mb"], "policy_errors": r["policy_errors"],
                          "tail_chars": r["calls"][0]["tail_chars"] if r["calls"] else 0})
-    return {"budget": args.budget, "questions": args.questions, "table": rows, "runs": details,
+    return {"budget": args.budget, "questions": args.questions, "table": rows, "runs": details, "cli": cli,
             "note": "peak_mb is the whole process (Python, fonts, tokenizer, the text itself); grown_mb is over "
                     "the warmed-up process holding the text. Timings on a shared machine are noisy."}
