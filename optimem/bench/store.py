@@ -5,7 +5,8 @@
   layout backend, no model) on its process's one store, all starting at one instant: untimed
   warm-up adds, a timed phase of `add()` only, then a phase of chat turns (one `add()` and one
   `context(budget)` per turn, round robin over the sessions). The stores (one node, one node with a
-  replica, the cluster, the cluster with `durable=1`) take turns within a round, in an order rotated
+  replica, a 3-master cluster without replicas, the cluster with replicas, and with `durable=1`) take
+  turns within a round, in an order rotated
   each round, for `repeat` rounds: a change in the machine's load hits them alike, and each store is
   also compared with one node in the same round. Reported per store: medians over the rounds and
   the spread of adds/s, add p50/p99, chat turns/s and `context()` p50/p99, and per phase the CPU
@@ -62,10 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # name -> what it is; "1 node + replica" has the cluster's redundancy (every write also applied on a
-# replica) without the cluster, which separates the cost of replication from the cost of the cluster
+# replica) without the cluster, and "cluster 3+0" the cluster without replicas: together they separate
+# the cost of replication from the cost of the cluster's routing and its three server processes
 _STORES = {
     "1 node": "one redis-server",
     "1 node + replica": "one redis-server and one replica (REPLICAOF), writes on the master",
+    "cluster 3+0": "3 masters, no replicas (no redundancy: the cluster's routing alone)",
     "cluster 3+3": "3 masters + 3 replicas",
     "cluster 3+3 durable=1": "3 masters + 3 replicas, every write waits for one replica (WAIT)",
 }
@@ -478,10 +481,16 @@ def run(args: argparse.Namespace) -> dict:
         started += [master, replica]
         cluster = LocalRedisCluster().start()
         cpids = [n.proc.pid for n in cluster.nodes]
+        if "cluster 3+0" in args.stores:
+            bare = LocalRedisCluster(replicas=0).start()
+            started.append(bare)
+            bpids = [n.proc.pid for n in bare.nodes]
         configs = [c for c in (
             {"store": "1 node", "url": single.url + "?prefix=bench", "pids": [single.node.proc.pid]},
             {"store": "1 node + replica", "url": master.url + "?prefix=bench",
              "pids": [master.node.proc.pid, replica.node.proc.pid]},
+            {"store": "cluster 3+0", "url": bare.url + "?prefix=bench", "pids": bpids}
+            if "cluster 3+0" in args.stores else {"store": ""},
             {"store": "cluster 3+3", "url": cluster.url + "?prefix=bench", "pids": cpids},
             # what WAIT for one replica costs per write (one more round trip and the replica's ack)
             {"store": "cluster 3+3 durable=1", "url": cluster.url + "?prefix=benchd&durable=1", "pids": cpids},
@@ -502,7 +511,8 @@ def run(args: argparse.Namespace) -> dict:
                             " other work on the machine adds noise: other_cpu_per_s_* is every core's busy time"
                             " (/proc/stat) minus the bench's clients and servers, loadavg_1m at each row's start and end",
             "stores": {k: v for k, v in _STORES.items() if k in args.stores},
-            "cluster": "3 masters + 3 replicas, redis-cli --cluster create, cluster-node-timeout 1000 ms, AOF fsync every second, no RDB",
+            "cluster": "3 masters + 3 replicas, redis-cli --cluster create, cluster-node-timeout 1000 ms, AOF fsync every second, no RDB;"
+                       " 'cluster 3+0' is a second cluster built the same way with --cluster-replicas 0",
             "single": "redis-server, AOF fsync every second, no RDB (the replica likewise)",
             "client": "writers processes x threads threads, each thread driving sessions_per_writer sessions through"
                       " OpticalMemory; the cluster store sends each session's calls to its slot's master directly",
