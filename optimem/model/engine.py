@@ -714,8 +714,24 @@ class DecodeEngine:
                 if max_new_tokens <= 0:
                     return
                 self._select(logits, self._bucket(P))
+                # with graphs the next step is queued before this token is read (the step takes the
+                # token from the device): the host's read, its Python and the consumer's handling of
+                # the piece overlap the GPU's next step. A step queued after a stop token only writes
+                # rows past what the state claims (its KV and ids are rewritten by the next call).
+                ahead = self.graphs
+                host = torch.empty(1, dtype=torch.long, pin_memory=True) if ahead else None
+                ready = torch.cuda.Event() if ahead else None
                 while True:
-                    tok = int(self.out_tok)
+                    if ahead:
+                        k = len(out)
+                        host.copy_(self.seq[P + k : P + k + 1], non_blocking=True)
+                        ready.record()
+                        if k + 1 < max_new_tokens:
+                            self._step(P + k + 1)
+                        ready.synchronize()
+                        tok = int(host[0])
+                    else:
+                        tok = int(self.out_tok)
                     if not out:
                         t1 = time.perf_counter()
                         self.stats.prefill_s = t1 - t0
@@ -729,7 +745,8 @@ class DecodeEngine:
                     if len(out) >= max_new_tokens:
                         break
                     L = P + len(out)
-                    self._step(L)
+                    if not ahead:
+                        self._step(L)
                     self._kv_len = L
             finally:
                 if out:
