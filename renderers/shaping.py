@@ -42,6 +42,7 @@ _LETTER = re.compile(r"[^\W\d_]")
 _ARABIC = re.compile("[\u0600-\u06ff\u0750-\u077f\u0870-\u08ff\ufb50-\ufdff\ufe70-\ufefe]")
 _HEBREW = re.compile("[\u0590-\u05ff\ufb1d-\ufb4f]")
 _RUN_CACHE_LIMIT = 20_000
+_RUN_CACHE_BYTES = 8 << 20
 _CACHED_LEN = 48  # words and short runs repeat and are kept; whole lines rarely do and are not
 
 
@@ -236,9 +237,7 @@ def _shaped_ink(style: Style, kind: str, text: str, rtl: bool) -> np.ndarray:
         pen += pos.x_advance
     ink = np.ascontiguousarray(canvas.T)
     if len(text) <= _CACHED_LEN:
-        if len(style.shaped) > _RUN_CACHE_LIMIT:
-            style.shaped.clear()
-        style.shaped[key] = ink
+        _keep(style, key, ink, ink.nbytes)
     return ink
 
 
@@ -286,7 +285,17 @@ def line_ink(style: Style, text: str, rtl: bool) -> tuple[np.ndarray, frozenset[
     ink = np.concatenate(parts, axis=0) if parts else np.zeros((0, style.line_height), np.uint8)
     result = (ink, frozenset(fonts), missing)
     if len(text) <= _CACHED_LEN:
-        if len(style.shaped) > _RUN_CACHE_LIMIT:
-            style.shaped.clear()
-        style.shaped[key] = result
+        _keep(style, key, result, ink.nbytes)
     return result
+
+
+def _keep(style: Style, key: tuple, value: object, nbytes: int) -> None:
+    """Cache a shaped run or line, bounded by entries and by the bytes of ink held (a log of unique
+    words in Arabic or emoji would otherwise keep tens of megabytes of arrays per style)."""
+    shaped = style.shaped
+    held = shaped.get("ink bytes", 0) + nbytes
+    if len(shaped) > _RUN_CACHE_LIMIT or held > _RUN_CACHE_BYTES:
+        shaped.clear()
+        held = nbytes
+    shaped[key] = value
+    shaped["ink bytes"] = held
