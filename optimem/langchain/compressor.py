@@ -101,6 +101,9 @@ class _Thread:
     first_page: int = 0  # pages before it were left out and stay out
     pngs: OrderedDict = dataclasses.field(default_factory=OrderedDict)  # (hash, tier) -> base64
     last_make: tuple | None = None  # how the newest page of the last request was drawn
+    last_sent: dict[int, str] = dataclasses.field(default_factory=dict)  # page -> tier, last request
+    waiting: int = 0  # calls waiting for the lock: background work ahead stops at its next step
+    count_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
@@ -217,10 +220,19 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         thread = self._thread_key(thread_id, config, units)
         st = self._thread(thread, prov)
         report["thread"] = thread
-        with st.lock:
+        with st.count_lock:
+            st.waiting += 1
+        try:
+            st.lock.acquire()
+        finally:
+            with st.count_lock:
+                st.waiting -= 1
+        try:
             committed, tail = units[:-1], units[-1:]
             report["reset"] = self._sync_units(st, committed, tail[0])
             out, extra = self._fit(st, prov, head, committed, tail, tool_schemas)
+        finally:
+            st.lock.release()
         if self.ahead:
             self._schedule_ahead(st, units)
         report.update(extra)
@@ -294,6 +306,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         if sent:
             st.first_page = max(st.first_page, min(sent))
         st.last_make = info.pop("_last_make")
+        st.last_sent = sent
         info.update(attempts=attempts, degraded=False, cut_messages=0, request_bytes=request_bytes(out))
         return out, info
 
@@ -382,7 +395,8 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         """Between calls: store the newest unit (the next call's history holds it; a unit still
         waiting for tool results is left for that call), seal the pages it fills, and draw the
         images the next request is expected to add: the page the text part starts on, whole, and
-        the next page drawn without its continuing unit (both at the newest page's tier)."""
+        the next page drawn without its continuing unit (both at the newest page's tier), and the
+        oldest two pages not yet at the coarsest tier one tier coarser (where aging moves them next)."""
         from optimem.langchain.units import pending_calls
 
         with st.lock:
@@ -395,14 +409,25 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             if make is None:
                 return
             q, tier = make[1], make[-1]
+            jobs: list[Any] = []
             if make[0] == "boundary":
-                self._page_b64(st, q, st.pages[q][0], tier)
+                jobs.append(lambda: self._page_b64(st, q, st.pages[q][0], tier))
             if q + 1 < len(st.pages):
                 h, spans = st.pages[q + 1]
                 if spans[-1]["continues"] and spans[0]["turn"] < st.cuts[q + 1]:
-                    self._boundary_png(st, q + 1, spans[0]["turn"], spans[0]["start"], st.cuts[q + 1], tier)
+                    jobs.append(lambda: self._boundary_png(st, q + 1, spans[0]["turn"], spans[0]["start"],
+                                                           st.cuts[q + 1], tier))
                 else:
-                    self._page_b64(st, q + 1, h, tier)
+                    jobs.append(lambda: self._page_b64(st, q + 1, h, tier))
+            # pages fade oldest first: the oldest two not yet at the coarsest tier, one tier coarser
+            names = st.mem.backend.ladder.names
+            fading = [(p, t) for p, t in sorted(st.last_sent.items()) if p != q and t in names and t != names[-1]]
+            for p, t in fading[:2]:
+                jobs.append(lambda p=p, t=t: self._page_b64(st, p, st.pages[p][0], names[names.index(t) + 1]))
+            for job in jobs:
+                if st.waiting:  # a call is waiting: it draws what it needs itself
+                    return
+                job()
 
     # -- assembling a request ----------------------------------------------------------------------
     def _page_extra(self, prov: Provider) -> int:
