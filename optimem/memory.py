@@ -17,6 +17,12 @@ Read path: `context(budget)` plans with `policies` (age schedule, budget, pins, 
 are persisted after each plan), derives each shown page's tier image from its master, and with a
 model backend encodes the pages it needs, batched by tier, through a cache keyed by (page hash,
 model, tier): a page is encoded at most once per tier.
+
+With a model backend two more things happen by default, so that a chat turn costs little more than
+its decode: a fresh plan leaves `prefix_slack` of the budget free and the next calls keep it, the new
+turns appended as text (the decode engine reuses the KV of the unchanged part), and after each reply
+a background worker (`optimem.ahead`) seals pages and encodes the tier views the next plans are
+expected to show, so `context()` mostly looks things up (`last_context_stats` says where its time went).
 """
 
 from __future__ import annotations
