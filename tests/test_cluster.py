@@ -207,3 +207,28 @@ def test_bench_load_rounds_runs_every_store_each_round(cluster):
     assert [t["rounds"] for t in table] == [2, 2] and table[0]["adds_vs_a_same_round"] == [1.0, 1.0]
     assert open_store(cluster.url + "?prefix=lrb").count_turns("lr-w0-s1-t1-a") > 5  # both threads wrote
 
+
+
+def test_cluster_without_replicas_serves_the_store():
+    """`optimem bench store`'s "cluster 3+0" row: three masters, no replicas, healthy and serving; the
+    store works there unchanged, and durable=1 says no replica confirmed instead of hanging."""
+    from optimem.bench.redis_local import LocalRedisCluster
+    from optimem.bench.store import _slot_of
+
+    bare = LocalRedisCluster(replicas=0).start(30)
+    try:
+        topo = bare.topology()
+        assert len(bare.nodes) == 3 and len(bare.masters()) == 3 and all(r["role"] == "master" for r in topo), topo
+        st = open_store(bare.url + "?prefix=bare")
+        sessions = [f"s{i}" for i in range(12)]
+        for s in sessions:
+            st.append_turns(s, [{"role": "user", "content": f"hi {s}", "key": f"{s}:0"}])
+        assert {bare.master_of_slot(_slot_of(s, "bare")) for s in sessions} == set(bare.masters())
+        assert all(st.get_turns(s)[0].content == f"hi {s}" for s in sessions)
+        st.close()
+        durable = open_store(bare.url + "?prefix=bare&durable=1&wait_ms=100")
+        with pytest.raises(StoreError, match="replica"):
+            durable.append_turns("s0", [{"role": "user", "content": "x", "key": "s0:1"}])
+        durable.close()
+    finally:
+        bare.cleanup()
