@@ -9,9 +9,12 @@ same bytes call after call (provider prompt caches hit) until its tier changes.
 
 What a request holds, in order: the system messages; one human message with the page images,
 oldest first, each after a short label (pages of the units that aged out); then the recent units as
-the original messages. The newest unit is always text. The page that holds the start of the oldest
-text unit is drawn again without it, so nothing is sent both as text and as a page, and a tool call
-and its results are on the same side.
+the original messages. The newest unit is always text. The text part starts only at a page's cut
+(the first unit not wholly on that page and the ones before it), and that page is drawn again
+without its last, continuing unit: nothing is sent both as text and as a page, a tool call and its
+results are on the same side, and the redrawn page depends on the page alone, so its bytes stay the
+same until the text part moves past a whole page. Between calls a background worker stores the
+newest unit, seals the pages it fills and draws the images the next call is expected to add.
 
 Budgets are counted the provider's way: system prompt, tool schemas, labels, per-message framing and
 every image at its documented price (`optimem.providers`), with the caller's `token_counter` for
