@@ -18,8 +18,8 @@ from optimem.bench.agent import (_wire, check_request, leading_share, make_tool,
 from optimem.langchain import OpticalCompressor, OpticalMemoryMiddleware  # noqa: E402
 
 
-def _agent(provider: str, budget: int, seen: list):
-    comp = OpticalCompressor(provider=provider, budget=budget)
+def _agent(provider: str, budget: int, seen: list, **kw):
+    comp = OpticalCompressor(provider=provider, budget=budget, **kw)
     model = scripted_model(lambda msgs, kw: seen.append(msgs))
     return comp, create_agent(model, tools=[make_tool()], system_prompt="You are a careful research assistant.",
                               middleware=[OpticalMemoryMiddleware(comp)], checkpointer=InMemorySaver())
@@ -80,6 +80,24 @@ def test_agent_async_and_two_threads():
     for msgs in seen:  # a thread's request never holds the other thread's turns
         texts = " ".join(str(m.content) for m in msgs if not isinstance(m.content, list))
         assert not ("alice:" in texts and "bob:" in texts)
+
+
+def test_work_ahead_changes_no_request():
+    """The background work between calls (storing the newest unit, sealing, drawing the next images)
+    only moves work earlier: the requests are byte for byte those made without it, and a call that
+    finds the worker busy on its thread waits for it or takes over."""
+    sent = {}
+    for ahead in (True, False):
+        seen: list = []
+        comp, agent = _agent("anthropic", 4000, seen, ahead=ahead)
+        cfg = {"configurable": {"thread_id": "w"}, "recursion_limit": 50}
+        for i in range(30):
+            agent.invoke({"messages": [{"role": "user", "content": user_turn(i)}]}, cfg)
+        assert comp.wait_ahead(timeout=60)
+        sent[ahead] = [_wire(None, m) for m in seen]
+        assert (comp.ahead_stats.get("done", 0) > 0) is ahead and not comp.ahead_stats.get("failed")
+    assert len(sent[True]) > 60 and any(b"base64" in w for w in sent[True])
+    assert sent[True] == sent[False]
 
 
 def test_agent_streams_with_the_middleware():
