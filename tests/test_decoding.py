@@ -221,7 +221,9 @@ def test_cuda_graph_steps_match_the_eager_step():
     ids = [0] + list(range(10, 400))
     m.configure_engine(graphs=False, bucketed=True, fused=False, expert_kernel=False)
     ref = m.generate(ids, [], max_new_tokens=64, eos_token_id=NO_EOS, no_repeat_ngram_size=3)
-    eng = m.configure_engine(graphs=True)  # compiled elementwise chains and the Triton expert kernel
+    # compiled elementwise chains and the Triton expert kernel (the prefill as the reference's; the
+    # padded graphed prefill has its own test below)
+    eng = m.configure_engine(graphs=True, graph_prefill=False)
     assert eng.fused and eng._expert_kernel
     assert m.generate(ids, [], max_new_tokens=64, eos_token_id=NO_EOS, no_repeat_ngram_size=3) == ref
     assert m.last_generation.graphs
@@ -245,6 +247,34 @@ def test_cuda_queued_steps_stop_and_reuse_like_the_eager_step():
     assert m.generate(ids, [], max_new_tokens=40, eos_token_id=stop, session="s") == ref[:k]
     assert m.generate(follow, [], max_new_tokens=20, eos_token_id=NO_EOS, session="s") == ref2
     assert m.last_generation.reused_tokens == len(ids) + k
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graphed_padded_prefill_matches_its_eager_form():
+    """The short prefill replayed as a CUDA graph computes what the same padded prefill computes
+    eagerly, for a whole prompt and after a reused prefix (other starts, same graph)."""
+    m = DeepseekOCR.random(tiny_config(), seed=1, device="cuda", dtype="bfloat16")
+    ids = [0] + list(range(10, 400))
+    more = ids + list(range(900, 1000))
+    assert m.configure_engine().graph_prefill  # the default on CUDA in bf16
+    out = {}
+    for graphs in (False, True):
+        eng = m.configure_engine(graphs=graphs, bucketed=True, graph_prefill=True, fused=False, expert_kernel=False)
+        with torch.inference_mode():
+            x = m.build_inputs_embeds(ids, [])
+            a = eng._prefill(x, 0).clone()
+            y = m.build_inputs_embeds(more, [])[:, len(ids):]
+            b = eng._prefill(y, len(ids)).clone()
+        out[graphs] = (a, b)
+        assert not graphs or len(eng._pgraphs) == 2
+    for u, v in zip(out[False], out[True]):
+        torch.testing.assert_close(u, v, rtol=1e-2, atol=1e-2)
+    plain = m.configure_engine(graphs=False, bucketed=True, graph_prefill=False, fused=False, expert_kernel=False)
+    with torch.inference_mode():
+        ref = plain._prefill(m.build_inputs_embeds(ids, []), 0)
+    torch.testing.assert_close(ref.float(), out[True][0].float(), rtol=5e-2, atol=5e-2)
+    m.configure_engine()
 
 
 @pytest.mark.gpu
@@ -304,3 +334,21 @@ def test_buckets_are_eighths_of_the_next_power_of_two():
     assert bs == sorted(set(bs)) and bs[-1] >= 20_000 and all(eng._bucket(b) == b for b in bs)
     assert all(eng._bucket(n) in bs for n in range(1, 20_000, 97))
     assert eng._bucket(eng.capacity + 5) == eng.capacity
+
+
+def test_padded_prefill_matches_the_plain_prefill():
+    """The padded short prefill (what CUDA replays as a graph) gives the plain prefill's tokens, for a
+    whole prompt and for a turn appended after a reused prefix."""
+    from optimem.model import DeepseekOCR, tiny_config
+
+    m = DeepseekOCR.random(tiny_config(), seed=2)
+    ids = [0] + list(range(200, 500))
+    more = ids + list(range(900, 1000))
+    m.configure_engine()
+    ref = m.generate(ids, [], max_new_tokens=12, eos_token_id=NO_EOS, reuse=False)
+    ref2 = m.generate(more, [], max_new_tokens=12, eos_token_id=NO_EOS, reuse=False)
+    eng = m.configure_engine(graph_prefill=True, bucketed=True)
+    assert m.generate(ids, [], max_new_tokens=12, eos_token_id=NO_EOS, session="p") == ref
+    assert m.generate(more, [], max_new_tokens=12, eos_token_id=NO_EOS, session="p") == ref2
+    assert m.last_generation.reused_tokens == len(ids) and eng._pbuf  # the appended 100 rows went padded
+    m.configure_engine()

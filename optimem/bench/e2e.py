@@ -672,6 +672,12 @@ def live(model, histories: list[int], turns: int, budget: int, reply_tokens: int
         model.generate(_text_ids(n, seed=n) + _text_ids(n + 1, seed=n + 1)[1:], [], max_new_tokens=1, eos_token_id=-1,
                        session=("warmup",))
     eng.release(("warmup",))
+    # the short-prefill graphs (padded length x key bucket) for appends after the prefixes the
+    # strategies reuse: budget-sized contexts, and the full histories
+    starts = [4096 + 512 * k for k in range(12)]
+    for H in histories:
+        starts += [int(H * f) for f in (0.86, 0.9, 0.94, 0.98, 1.0, 1.02)]
+    eng.warmup_prefill([64, 128, 256, 512, 1024], starts)
     startup_s = time.perf_counter() - t
     backend = DeepseekOCRBackend(model, batch_size=32)
     for H in histories:

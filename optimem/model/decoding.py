@@ -88,7 +88,7 @@ class DecoderMixin:
 
     def configure_engine(self, **kwargs: Any):
         """Rebuild the engine with other settings (`capacity`, `graphs`, `prefill_chunk`,
-        `max_sessions`, `bucketed`, `expert_kernel`, `fused`, `grouped_prefill`); returns it."""
+        `max_sessions`, `bucketed`, `expert_kernel`, `fused`, `grouped_prefill`, `graph_prefill`); returns it."""
         from optimem.model.engine import DecodeEngine
 
         language, lm_head = self._decoder_parts()

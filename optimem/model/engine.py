@@ -50,6 +50,14 @@ _B1, _B2 = 1000003, 911382323
 _MAX_NGRAM = 32
 _MIN_BUCKET = 256
 _BUCKET_PARTS = 8  # buckets per power-of-two band
+_PREFILL_GRAPH_MIN, _PREFILL_GRAPH_MAX = 64, 1024  # prefills of up to this many rows are padded and graphed
+
+
+def _pow2(n: int) -> int:
+    b = 1
+    while b < n:
+        b *= 2
+    return b
 
 
 @dataclass
@@ -198,7 +206,7 @@ class DecodeEngine:
     def __init__(self, language, lm_head, *, capacity: int | None = None, graphs: bool | None = None,
                  prefill_chunk: int | None = None, max_sessions: int = 4, bucketed: bool | None = None,
                  expert_kernel: bool | None = None, fused: bool | None = None,
-                 grouped_prefill: bool | None = None) -> None:
+                 grouped_prefill: bool | None = None, graph_prefill: bool | None = None) -> None:
         import torch
 
         self.lang, self.lm_head = language, lm_head
@@ -228,6 +236,17 @@ class DecodeEngine:
         # forward) on CUDA instead of the per-expert loop, whose launches and host syncs dominate a
         # short prefill (a turn appended after a reused prefix); CPUs keep the loop's exact arithmetic
         self.grouped_prefill = cuda if grouped_prefill is None else bool(grouped_prefill)
+        # a short prefill (a turn appended after a reused prefix) padded to a power of two and replayed
+        # as a CUDA graph per (padded length, key bucket): its several hundred launches become one.
+        # Without graphs the same padded form runs eagerly (how tests check it on a CPU).
+        # (bf16 only by default: torch's grouped GEMM in fp32 copies to the host, which a capture refuses)
+        self.graph_prefill = (self.graphs and self.grouped_prefill and self.dtype == torch.bfloat16
+                              if graph_prefill is None else bool(graph_prefill))
+        self._pgraphs: dict[tuple[int, int], Any] = {}
+        self._pgraph_pool = None
+        self._pbuf: dict[int, tuple[Any, Any]] = {}  # padded length -> (input rows, logits) buffers
+        self._p0 = torch.zeros(1, device=self.device, dtype=torch.long)
+        self._plast = torch.zeros(1, device=self.device, dtype=torch.long)
         self._fx = {f.__name__: _Compiled(f, self.fused and cuda) for f in
                     (_f_rms, _f_add_rms, _f_rope, _f_silu_mul, _f_router, _f_moe_delta)}
         self._layers = [_Weights(layer) for layer in language.layers[: self.n_layers]]
@@ -424,6 +443,10 @@ class DecodeEngine:
         import torch
 
         n = embeds.shape[1]
+        if self.graph_prefill and 1 < n <= _PREFILL_GRAPH_MAX:
+            nb = _pow2(max(n, _PREFILL_GRAPH_MIN))
+            if start + nb <= self.capacity:
+                return self._prefill_padded(embeds, start, nb)
         logits = None
         for c in range(0, n, self.prefill_chunk):
             x = embeds[:, c : c + self.prefill_chunk]
@@ -437,6 +460,87 @@ class DecodeEngine:
                 logits = self._logits(x)
         assert logits is not None
         return logits
+
+    def _prefill_padded(self, embeds, start: int, nb: int):
+        """The prefill of n <= nb rows as nb rows (zeros after the n real ones) attending over a
+        key bucket under a causal mask built on the device from a device-held start, so one CUDA
+        graph serves every start within the bucket. The padding rows write keys past position
+        start+n-1, which nothing reads: a decode step writes its own row before attending, and masks
+        what lies beyond it."""
+        n = embeds.shape[1]
+        if nb not in self._pbuf:
+            import torch
+
+            self._pbuf[nb] = (torch.zeros(1, nb, self.hidden, device=self.device, dtype=self.dtype),
+                              torch.zeros(self.vocab, device=self.device, dtype=self.dtype))
+        px, plogits = self._pbuf[nb]
+        px[:, :n].copy_(embeds)
+        px[:, n:].zero_()
+        self._p0.fill_(start)
+        self._plast.fill_(n - 1)
+        T = self._bucket(start + nb)
+        if not self.graphs:
+            self._prefill_body(nb, T)
+            return plogits
+        graph = self._pgraphs.get((nb, T))
+        if graph is None:
+            try:
+                graph = self._capture_prefill(nb, T)
+            except Exception as exc:  # noqa: BLE001 - an op the capture refuses: prefill eagerly from now on
+                log.warning("decode engine: capturing the short prefill failed (%s: %s); prefill runs eagerly",
+                            type(exc).__name__, str(exc)[:200])
+                self.graph_prefill = False
+                self._prefill_body(nb, T)
+                return plogits
+        graph.replay()
+        return plogits
+
+    def _prefill_body(self, nb: int, T: int) -> None:
+        px, plogits = self._pbuf[nb]
+        pos = self._p0 + self._ar[:nb]
+        cos, sin = self.cos.index_select(0, pos), self.sin.index_select(0, pos)
+        mask = (self._ar[:T].view(1, T) <= pos.view(nb, 1)).view(1, 1, nb, T)
+        x = px
+        for i in range(self.n_layers):
+            x = self._layer(i, x, cos, sin, pos, T, mask, None)
+        plogits.copy_(self._logits(x.index_select(1, self._plast)))
+
+    def _capture_prefill(self, nb: int, T: int):
+        """Capture the padded prefill at (nb, T) on the current inputs (the warm-up runs write what
+        the replay writes again)."""
+        import torch
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._prefill_body(nb, T)
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pgraph_pool is None:
+            self._pgraph_pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pgraph_pool):
+            self._prefill_body(nb, T)
+        self._pgraphs[(nb, T)] = graph
+        return graph
+
+    def warmup_prefill(self, sizes: Sequence[int], starts: Sequence[int]) -> None:
+        """Capture the padded-prefill graphs a prefill of each size after each start will use."""
+        import torch
+
+        if not (self.graphs and self.graph_prefill):
+            return
+        with self._lock, torch.inference_mode():
+            owner = self._owner
+            self._switch(("warmup",))
+            for start in starts:
+                for n in sizes:
+                    nb = _pow2(max(n, _PREFILL_GRAPH_MIN))
+                    if 1 < n <= _PREFILL_GRAPH_MAX and start + nb <= self.capacity:
+                        self._prefill_padded(torch.zeros(1, n, self.hidden, device=self.device, dtype=self.dtype),
+                                             start, nb)
+            self.release(("warmup",))
+            self._switch(owner)
 
     def _decode_step(self, T: int) -> None:
         """Forward the token at seq[pos-1], choose the next one, append it (pos += 1). With the
@@ -595,6 +699,8 @@ class DecodeEngine:
         take a new capture)."""
         self._graphs.clear()
         self._graph_pool = None
+        self._pgraphs.clear()
+        self._pgraph_pool = None
 
     def _capture(self, T: int):
         """Capture the step at bucket T on the current state (the warm-up runs are undone: pos is
