@@ -39,7 +39,7 @@ from typing import Any
 from optimem.backends import Backend, NoModelBackend
 from optimem.context import ContextPage
 from optimem.errors import InputError
-from optimem.pages import PageEncoder, PageViews, VisionCache
+from optimem.pages import PageEncoder, PageViews
 from optimem.prompt import NativePrompt
 from optimem.search import PageIndex
 from optimem.store import Store, StoredPage, open_store
@@ -325,6 +325,6 @@ class DocumentMemory:
     @property
     def encoder(self) -> PageEncoder:
         if self._encoder is None:
-            self._encoder = PageEncoder(self.backend, VisionCache(self.store, self.session, self.backend.model_id))
+            self._encoder = PageEncoder.for_session(self.backend, self.store, self.session)
         return self._encoder
 

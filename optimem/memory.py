@@ -39,7 +39,7 @@ from typing import Any
 from optimem.backends import Backend, NoModelBackend
 from optimem.context import Context, ContextPage, ContextTurn
 from optimem.errors import InputError, ModelError, StoreError
-from optimem.pages import PageEncoder, PageViews, VisionCache
+from optimem.pages import PageEncoder, PageViews
 from optimem.records import TailCuts, page_infos, stored_turn_infos, tail_infos
 from optimem.store import Store, StoredPage, check_session, open_store
 from optimem.policies import Plan, Planner, Policy
@@ -521,7 +521,7 @@ class OpticalMemory:
     def encoder(self) -> PageEncoder:
         """The page encoder: hot vision tokens on the device, then the store's cache, then the model."""
         if self._encoder is None:
-            self._encoder = PageEncoder(self.backend, VisionCache(self.store, self.session, self.backend.model_id))
+            self._encoder = PageEncoder.for_session(self.backend, self.store, self.session)
         return self._encoder
 
     def encode_pages(self, pages: list[ContextPage]) -> None:

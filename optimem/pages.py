@@ -251,6 +251,11 @@ class PageEncoder:
         self.lock = threading.RLock()
         self.encoded = 0
 
+    @classmethod
+    def for_session(cls, backend: Any, store: Any, session: str) -> "PageEncoder":
+        """Hot vision tokens on the device, then the session's cache in the store, then the model."""
+        return cls(backend, VisionCache(store, session, backend.model_id))
+
     def is_hot(self, content_hash: str, tier: str) -> bool:
         """Whether the page's vision tokens at `tier` are in the hot (device) cache: a lookup, no I/O."""
         return self.cache.key(content_hash, tier) in self.cache._hot
