@@ -157,6 +157,9 @@ class Policy:
     exact_share: float = 0.25
     recent_share: float = 0.5  # recent turns beyond the newest take at most this share of the budget
     fill_budget: bool = True  # spare budget shows pages sharper than their age floor (False: fixed decay)
+    # the text turns are one suffix of the conversation, so a cut turn is the oldest of them (for a
+    # caller that cannot put text between pages, like the LangChain compressor)
+    text_suffix: bool = False
 
     def __post_init__(self) -> None:
         if self.recent_turns < 1:
@@ -442,7 +445,7 @@ class Planner:
         room = available - text_cost
         bounds, age, needed_pre = self._tiers(text, room, now)
         self._spare_text = frozenset()
-        if pol.fill_budget and self.pages and bounds[1] == 0:
+        if pol.fill_budget and self.pages and bounds[1] == 0 and not (pol.text_suffix and cut):
             # every page is at the sharpest tier and the budget holds more: older turns as text too
             text, text_cost, bounds, age, needed_pre = self._more_text(text, text_cost, available, now,
                                                                        (bounds, age, needed_pre))
@@ -557,6 +560,8 @@ class Planner:
                 break
             if i in forced:
                 count += 1
+                if pol.text_suffix and i in cut:
+                    break
                 continue
             limit: float = available if count == 0 else recent_room
             if pol.recent_tokens is not None and count > 0:
@@ -577,6 +582,8 @@ class Planner:
             cut[i] = c
             used += c.tokens + per_turn
             count += 1
+            if pol.text_suffix:
+                break
         pinned = [t for t in turns if t.pinned and t.index not in text]
         pinned_tokens = sum(t.tokens for t in pinned) + per_turn * len(pinned)
         if used + pinned_tokens > available:

@@ -199,10 +199,17 @@ def test_tool_units_never_split_and_oversized_messages_are_cut_not_refused():
     msgs.append(HumanMessage("huge " * 20000))  # alone larger than the budget
     out = OpticalCompressor(provider="anthropic", budget=3000).invoke(msgs)
     rep = out[0].response_metadata["optimem"]
-    assert rep["tokens"] <= 3000 and rep["degraded"] and rep["cut_messages"] >= 1
+    # the huge message is cut like a long turn of the chat memory: its earlier pages, then its tail
+    assert rep["tokens"] <= 3000 and not rep["degraded"] and rep["pages"] > 0 and rep["cut_unit"][0] == 120
+    assert out[-1].content.startswith("[the earlier part") and out[-1].content.endswith("huge ")
     calls = {tc["id"] for m in out if isinstance(m, AIMessage) for tc in m.tool_calls}
     results = {m.tool_call_id for m in out if isinstance(m, ToolMessage)}
     assert calls == results
+    # what cannot be cut or paged (a system prompt that leaves no room) still never fails: the newest
+    # messages are cut to fit
+    out = OpticalCompressor(provider="anthropic", budget=3000).invoke([SystemMessage("rule " * 2990), *msgs[1:]])
+    rep = out[0].response_metadata["optimem"]
+    assert rep["degraded"] and rep["cut_messages"] >= 1 and rep["pages"] == 0
 
 
 def test_input_images_priced_by_real_size():

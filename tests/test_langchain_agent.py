@@ -38,7 +38,13 @@ def _check(seen: list, budget: int) -> None:
         pages = [b["text"] for m in msgs if isinstance(m.content, list) for b in m.content
                  if isinstance(b, dict) and b.get("type") == "text" and b["text"].startswith("[page ")]
         first_text = rep["units"] - rep["text_units"]
-        assert all(int(p.split("turns ")[1].split(",")[0].split("-")[1]) < first_text for p in pages)
+        last_turns = [int(p.split("turns ")[1].split(",")[0].split("-")[1]) for p in pages]
+        if "cut_unit" in rep:  # a long unit: its earlier part on pages before its cut, its tail as text
+            unit, page = rep["cut_unit"]
+            assert first_text == unit and all(int(p[len("[page "):].split(":")[0]) < page for p in pages)
+            assert all(t <= unit for t in last_turns)
+        else:
+            assert all(t < first_text for t in last_turns)
 
 
 @pytest.mark.parametrize("provider,budget", [("anthropic", 4000), ("openai", 8000)])

@@ -144,12 +144,18 @@ def page_list(messages: list) -> list[tuple[int, str]]:
 
 def pages_change(prev: list, cur: list) -> str:
     """How the pages of request `cur` differ from those of the request before it: "unchanged" (the
-    same pages at the same tiers, in the same order), "added" (the same, then newer pages: units moved
-    from text onto pages) or "tiers" (a page changed tier or left the request)."""
+    same pages at the same tiers, in the same order, drawing the same turns), "added" (the same, then
+    newer pages, or the newest page drawing more: units moved from text onto pages) or "tiers" (a
+    page changed tier or left the request)."""
     a, b = page_list(prev), page_list(cur)
     if a == b:
-        return "unchanged"
+        return "unchanged" if _page_labels(prev) == _page_labels(cur) else "added"
     return "added" if b[: len(a)] == a else "tiers"
+
+
+def _page_labels(messages: list) -> list[str]:
+    return [b["text"] for m in messages if isinstance(m.content, list) for b in m.content
+            if isinstance(b, dict) and b.get("type") == "text" and b.get("text", "").startswith("[page ")]
 
 
 def leading_share(prev: bytes, cur: bytes) -> float:

@@ -245,43 +245,33 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
 
     def _fit(self, st: _Thread, prov: Provider, head: list[BaseMessage], committed: list[Unit], tail: list[Unit],
              tools: list[Any]) -> tuple[list[BaseMessage], dict[str, Any]]:
-        from optimem.policies import PolicyError
+        from optimem.langchain.units import pending_calls
 
         tail_msgs = [m for u in tail for m in u.messages]
         fixed = self._measure(head + tail_msgs, tools, prov)["tokens"]
         info: dict[str, Any] = {}
+        attempts = 0
+        asking = tail[0].role == "user"  # the newest unit starts an agent turn: no tool loop in `committed`
         if committed and fixed < self.budget:
-            room = self.budget - fixed
-            plan = None
-            attempt = 0
-            for attempt in range(8):
-                plan_budget = room - st.adjust
-                if plan_budget < 1:
-                    break
-                try:
-                    plan = st.mem.plan(plan_budget)
-                except PolicyError as exc:
-                    info["planner"] = str(exc)
-                    break
-                out, info, over = self._try(st, prov, plan, committed, head, tail_msgs, tools, 0)
-                if over <= 0:
-                    if over < -self.budget // 10 and st.adjust > 0:  # give back what is no longer needed
-                        st.adjust = max(0, st.adjust - (-over) // 2)
-                    return self._accept(st, prov, out, info, attempt + 1)
-                st.adjust += over + over // 2 + 8
-            # the plan could not bring the request under budget (the text part that must stay text,
-            # the asking user message with its tool loop, is more than the plan left to text): leave
-            # out the oldest pages, a few at a time, before giving up on pages altogether
-            if plan is not None:
-                step_cost = prov.page_tokens(st.mem.backend.ladder.names[-1]) + self._page_extra(prov)
-                skip, pages = 0, info.get("pages", 0)
-                while pages > 0:
-                    skip += max(1, over // step_cost)
-                    out, info, over = self._try(st, prov, plan, committed, head, tail_msgs, tools, skip)
-                    pages = info["pages"]
-                    attempt += 1
-                    if over <= 0:
-                        return self._accept(st, prov, out, info, attempt + 1)
+            # the user message that started the current agent turn stays text while its tool loop runs,
+            # unless that cannot fit: then the plan places it like any other unit
+            for keep_ask in (True, False) if not asking else (False,):
+                res, info, n = self._attempts(st, prov, head, committed, tail_msgs, tools, fixed, keep_ask)
+                attempts += n
+                if res is not None:
+                    return self._accept(st, prov, res, info, attempts)
+        if not pending_calls(tail[0]):
+            # the newest unit itself is too long to be text whole (a pasted log, a large tool result):
+            # it goes into the thread's memory like any unit, and the plan shows its earlier pages and
+            # only its tail as text (the planner's cut turns)
+            self._sync_units(st, committed + tail, tail[0])
+            fixed_head = self._measure(head, tools, prov)["tokens"]
+            if fixed_head < self.budget:
+                res, info, n = self._attempts(st, prov, head, committed + tail, [], tools, fixed_head, True)
+                attempts += n
+                if res is not None:
+                    info["text_units"] -= 1  # the newest unit was counted among the committed ones
+                    return self._accept(st, prov, res, info, attempts)
         # text only: the newest whole units that fit, the newest messages cut if even they do not
         info.pop("_tiers", None)
         info.pop("_last_make", None)
@@ -291,12 +281,61 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                     omitted_units=len(committed) + len(tail) - kept)
         return out, info
 
+    def _attempts(self, st: _Thread, prov: Provider, head: list[BaseMessage], committed: list[Unit],
+                  tail_msgs: list[BaseMessage], tools: list[Any], fixed: int,
+                  keep_ask: bool) -> tuple[list[BaseMessage] | None, dict[str, Any], int]:
+        """Plan, assemble and count until the request is within budget (the planner's estimate is
+        corrected per thread); returns the request or None, its report, and the attempts made."""
+        from optimem.policies import PolicyError
+
+        room = self.budget - fixed
+        plan = None
+        info: dict[str, Any] = {}
+        over = 0
+        attempt = 0
+        for attempt in range(8):
+            plan_budget = room - st.adjust
+            if plan_budget < 1:
+                break
+            try:
+                plan = st.mem.plan(plan_budget)
+            except PolicyError as exc:
+                info["planner"] = str(exc)
+                break
+            out, info, over = self._try(st, prov, plan, committed, head, tail_msgs, tools, 0, keep_ask)
+            if over <= 0:
+                if over < -self.budget // 10 and st.adjust > 0:  # give back what is no longer needed
+                    st.adjust = max(0, st.adjust - (-over) // 2)
+                return out, info, attempt + 1
+            st.adjust += over + over // 2 + 8
+        # the plan could not bring the request under budget (the text part that must stay text, the
+        # asking user message with its tool loop, is more than the plan left to text): leave out the
+        # oldest pages, a few at a time, before giving up on pages altogether
+        if plan is not None:
+            step_cost = prov.page_tokens(st.mem.backend.ladder.names[-1]) + self._page_extra(prov)
+            skip, pages = 0, info.get("pages", 0)
+            while pages > 0:
+                skip += max(1, over // step_cost)
+                out, info, over = self._try(st, prov, plan, committed, head, tail_msgs, tools, skip, keep_ask)
+                pages = info["pages"]
+                attempt += 1
+                if over <= 0:
+                    return out, info, attempt + 1
+        return None, info, attempt + 1
+
     def _try(self, st: _Thread, prov: Provider, plan: Any, committed: list[Unit], head: list[BaseMessage],
-             tail_msgs: list[BaseMessage], tools: list[Any], skip: int) -> tuple[list[BaseMessage], dict[str, Any], int]:
-        body, info = self._assemble(st, prov, plan, committed, head + tail_msgs, skip)
-        out = head + body + tail_msgs
-        measured = self._measure(out, tools, prov)
-        info.update(measured)
+             tail_msgs: list[BaseMessage], tools: list[Any], skip: int,
+             keep_ask: bool = True) -> tuple[list[BaseMessage], dict[str, Any], int]:
+        # a unit the plan cut is sent whole while that fits (as the call before may have sent it: the
+        # page before it keeps its bytes); only when it does not, its earlier pages and its tail
+        cuts = any(t < len(committed) for t, _ in getattr(plan, "tails", ()))
+        for use_cut in (False, True) if cuts else (False,):
+            body, info = self._assemble(st, prov, plan, committed, head + tail_msgs, skip, keep_ask, use_cut)
+            out = head + body + tail_msgs
+            measured = self._measure(out, tools, prov)
+            info.update(measured)
+            if measured["tokens"] <= self.budget:
+                break
         return out, info, measured["tokens"] - self.budget
 
     def _accept(self, st: _Thread, prov: Provider, out: list[BaseMessage], info: dict[str, Any],
@@ -438,16 +477,28 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         return text_tokens("[page 000: turns 0000-0000, large]") + 2
 
     def _assemble(self, st: _Thread, prov: Provider, plan: Any, committed: list[Unit],
-                  other: list[BaseMessage], skip: int = 0) -> tuple[list[BaseMessage], dict[str, Any]]:
+                  other: list[BaseMessage], skip: int = 0,
+                  keep_ask: bool = True, use_cut: bool = True) -> tuple[list[BaseMessage], dict[str, Any]]:
         text_ids = sorted(t for s in plan.segments if s.kind == "text" for t in s.turns)
         planned = text_ids[0] if text_ids else len(committed)
         self._load_pages(st)
-        # the user message that started the current agent turn stays text while its tool loop runs
-        ask = next((i for i in range(len(committed) - 1, -1, -1) if committed[i].role == "user"), None)
-        limit = ask if ask is not None and ask >= len(committed) - 8 else len(committed)
-        first_text = self._snap(st, planned, limit)
-        text_ids = list(range(first_text, len(committed)))  # a suffix: no pins or exact turns here
-        text_msgs = [m for i in text_ids for m in committed[i].messages]
+        cut = self._plan_cut(st, plan, len(committed)) if use_cut else None
+        if cut is not None:
+            # a long unit cut by the plan: its pages before the cut are shown whole (the cut is at a
+            # page's start), its tail is text, and every unit before it is on pages
+            first_text, stop_page, start = cut
+            text_ids = list(range(first_text, len(committed)))
+            text_msgs = self._tail_messages(st, committed[first_text], start, stop_page)
+            text_msgs += [m for i in text_ids[1:] for m in committed[i].messages]
+        else:
+            # the user message that started the current agent turn stays text while its tool loop runs
+            ask = next((i for i in range(len(committed) - 1, -1, -1) if committed[i].role == "user"), None) \
+                if keep_ask else None
+            limit = ask if ask is not None and ask >= len(committed) - 8 else len(committed)
+            first_text = self._snap(st, planned, limit)
+            stop_page = len(st.pages)
+            text_ids = list(range(first_text, len(committed)))  # a suffix: no pins or exact turns here
+            text_msgs = [m for i in text_ids for m in committed[i].messages]
         plan_tiers = self._monotone(st, {p: s.tier for s in plan.segments if s.kind == "page" for p in s.pages})
         # every page holding a unit older than the text part, from the plan's oldest shown page on;
         # pages the plan left to text (units moved to pages by the snap) take its newest page's tier
@@ -462,16 +513,18 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             # next calls keep the same first page and the request's leading bytes stay the same
             # (the batch is counted from the first page still sent, so it does not shrink as the
             # plan drops more: a tighter plan always leaves out more pages)
-            lo += max(1, (len(st.pages) - st.first_page) // 4)
+            # (a long unit cut by the plan adds many pages at once: a quarter of those the plan shows)
+            span = len(st.pages) - st.first_page
+            lo += max(1, (min(span, len(plan_tiers)) if cut is not None else span) // 4)
         lo = max(lo, st.first_page) + skip  # a page left out once stays out
         entries: list[tuple[int, int, int, str, dict[str, Any]]] = []  # (page, first turn, last turn, tier, block)
-        for p in range(lo, len(st.pages)):
+        for p in range(lo, stop_page):
             h, spans = st.pages[p]
             t0, t1 = spans[0]["turn"], spans[-1]["turn"]
-            if t0 >= first_text:
+            if t0 >= first_text and cut is None:
                 break  # this page and the later ones hold only text units
             tier = plan_tiers.get(p, extra_tier)
-            if t1 >= first_text:  # the boundary page: drawn again with only its older units
+            if t1 >= first_text and cut is None:  # the boundary page: drawn again with only its older units
                 make: tuple = ("boundary", p, spans[0]["turn"], spans[0]["start"], first_text, tier)
                 t1 = first_text - 1
             else:
@@ -502,8 +555,57 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                 content.append({"type": "text", "text": f"[{omitted} earlier turns left out to fit the context budget]"})
             body.append(HumanMessage(content=content))
         body.extend(text_msgs)
-        return body, {"_tiers": {e[0]: e[3] for e in entries}, "_last_make": entries[-1][4][_PENDING] if entries else None, "pages": len(entries), "page_tiers": tiers, "text_units": len(text_ids) + 1,
+        extra: dict[str, Any] = {"cut_unit": [first_text, stop_page]} if cut is not None else {}
+        return body, {**extra, "_tiers": {e[0]: e[3] for e in entries}, "_last_make": entries[-1][4][_PENDING] if entries else None, "pages": len(entries), "page_tiers": tiers, "text_units": len(text_ids) + 1,
                       "omitted_units": omitted, "capped_pages": capped, "plan_tokens": plan.total_tokens}
+
+    def _plan_cut(self, st: _Thread, plan: Any, n_units: int) -> tuple[int, int, int] | None:
+        """The newest unit the plan cut (`Plan.tails`: shown on its pages up to one, its tail as text)
+        as (unit, first page of its tail, first character of the tail in the unit's drawn text), when
+        the pages agree (the tail starts where that page starts drawing the unit, or after the last
+        sealed page when the unit continues past it)."""
+        tails = [(t, p) for t, p in getattr(plan, "tails", ()) if t < n_units]
+        if not tails:
+            return None
+        t, p = max(tails)
+        if 0 < p < len(st.pages):
+            s0 = st.pages[p][1][0]
+            if s0["turn"] == t and s0.get("continued", s0["start"] > 0):
+                return t, p, s0["start"]
+        elif p == len(st.pages) and p:
+            last = st.pages[-1][1][-1]
+            if last["turn"] == t and last["continues"]:
+                return t, p, last["end"]
+        return None
+
+    def _tail_messages(self, st: _Thread, unit: Unit, start: int, page: int) -> list[BaseMessage]:
+        """A cut unit's messages from character `start` of its drawn text on: a message wholly before
+        it says where it is, the one it falls in keeps its rest; AI messages stay whole (a tool call
+        goes with its results, and a reasoning block with its turn)."""
+        from langchain_core.messages import AIMessage
+
+        from optimem.renderers import normalize_text
+
+        tab = st.mem.render.tab_width
+        note = f"[the earlier part of this is on the pages above, up to page {page - 1}; it continues here]\n"
+        out: list[BaseMessage] = []
+        pos = 0
+        for i, (m, parts) in enumerate(unit.parts()):
+            text = "\n".join(normalize_text(x, tab) for x in parts)
+            a, b = pos, pos + len(text)
+            pos = b + (1 if parts else 0)
+            if isinstance(m, AIMessage) and (getattr(m, "tool_calls", None) or len(unit.messages) > 1):
+                out.append(m)
+            elif start <= a:
+                out.append(m)
+            elif start >= b:
+                out.append(m.model_copy(update={"content": f"[on the pages above, up to page {page - 1}]"}))
+            else:
+                off = start - a
+                if isinstance(m, ToolMessage):  # its drawn text starts with a label ("[name result] "), not sent
+                    off = max(off, len(normalize_text(parts[0][: parts[0].index("] ") + 2], tab)))
+                out.append(m.model_copy(update={"content": note + text[off:]}))
+        return out
 
     def _b64_len(self, st: _Thread, make: tuple) -> int:
         """Bytes a pending page will take (its PNG's when made before; else a generous estimate)."""
@@ -709,8 +811,11 @@ def _policy(policy_cls: Any, recent_turns: int) -> Any:
     ages or the budget forces it, so the request's leading bytes stay the same between calls and
     provider prompt caches hit."""
     kw: dict[str, Any] = {"recent_turns": recent_turns, "exact_share": 0.0}
-    if "fill_budget" in {f.name for f in dataclasses.fields(policy_cls)}:
+    names = {f.name for f in dataclasses.fields(policy_cls)}
+    if "fill_budget" in names:
         kw["fill_budget"] = False
+    if "text_suffix" in names:  # the text part is one suffix: a long unit cut by the plan is its oldest
+        kw["text_suffix"] = True
     return policy_cls(**kw)
 
 

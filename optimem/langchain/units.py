@@ -49,12 +49,18 @@ class Unit:
 
     def text(self) -> str:
         """The unit as drawn on a page: its words, tool calls as `name(args)`, results after them."""
-        parts: list[str] = []
+        return "\n".join(x for _, parts in self.parts() for x in parts)
+
+    def parts(self) -> list[tuple[BaseMessage, list[str]]]:
+        """Each message with its pieces of `text()` (joined by newlines, in order): where a long unit's
+        drawn text falls in its messages."""
+        out: list[tuple[BaseMessage, list[str]]] = []
         names: dict[str, str] = {}
         for m in self.messages:
+            parts: list[str] = []
             if isinstance(m, ToolMessage):
                 name = m.name or names.get(m.tool_call_id, "tool")
-                parts.append(f"[{name} result] {content_text(m)}")
+                out.append((m, [f"[{name} result] {content_text(m)}"]))
                 continue
             body = content_text(m)
             if body:
@@ -63,7 +69,8 @@ class Unit:
                 names[tc.get("id") or ""] = tc.get("name", "tool")
                 args = json.dumps(tc.get("args", {}), ensure_ascii=False, sort_keys=True)
                 parts.append(f"[calls {tc.get('name', 'tool')}] {args}")
-        return "\n".join(parts)
+            out.append((m, parts))
+        return out
 
 
 def _digest(m: BaseMessage) -> bytes:
