@@ -295,13 +295,16 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
             split += chk["split"]
             dup += chk["duplicated"]
             # a unit on a page and as text: a page label's last turn must come before the text units
+            # (a long unit cut by the plan, `cut_unit`: its pages before the cut, its tail as text)
             first_text = c["units"] - rep.get("text_units", 0)
+            cut = rep.get("cut_unit")
             for m in msgs:
                 if isinstance(m.content, list):
                     for b in m.content:
                         if isinstance(b, dict) and b.get("type") == "text" and b.get("text", "").startswith("[page "):
                             last = int(b["text"].split("turns ")[1].split(",")[0].split("-")[1])
-                            dup += last >= first_text
+                            page = int(b["text"][len("[page "):].split(":")[0])
+                            dup += last >= first_text and not (cut and last == cut[0] and page < cut[1])
             if counter is not None:  # the provider package's own count of the whole request, images included
                 sys_msgs = [c["system"]] if c["system"] is not None else []
                 n_tok = openai_count(counter, sys_msgs + list(msgs), [tool])

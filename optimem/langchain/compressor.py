@@ -19,9 +19,12 @@ newest unit, seals the pages it fills and draws the images the next call is expe
 Budgets are counted the provider's way: system prompt, tool schemas, labels, per-message framing and
 every image at its documented price (`optimem.providers`), with the caller's `token_counter` for
 text when one is given. The plan is made in the planner's estimate, the request is counted, and the
-plan is redone tighter while the count is over (the correction is kept per thread). When even that
-cannot fit (a single message larger than the budget), the newest messages are cut to fit: the call
-never fails because of what the conversation holds. Images per request and request bytes are kept
+plan is redone tighter while the count is over (the correction is kept per thread). A long unit (a
+pasted log, a large tool result) that is recent but too long to be text is cut as the plan says
+(`Plan.tails`, the chat memory's long turns): its pages before the cut whole, its tail as text; the
+newest unit is stored first when it alone does not fit. When even that cannot fit (a system prompt
+near the budget), the newest messages are cut to fit: the call never fails because of what the
+conversation holds. Images per request and request bytes are kept
 under the provider's limits by leaving out the oldest pages. Every decision is in the report, which
 goes out in the first message's `response_metadata["optimem"]` and as the `optimem_compression`
 custom callback event (visible in `astream_events` and traces).
@@ -251,11 +254,14 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         fixed = self._measure(head + tail_msgs, tools, prov)["tokens"]
         info: dict[str, Any] = {}
         attempts = 0
-        asking = tail[0].role == "user"  # the newest unit starts an agent turn: no tool loop in `committed`
         if committed and fixed < self.budget:
-            # the user message that started the current agent turn stays text while its tool loop runs,
-            # unless that cannot fit: then the plan places it like any other unit
-            for keep_ask in (True, False) if not asking else (False,):
+            # the user message that started the current agent turn (or the one before the newest) stays
+            # text while its tool loop runs, when that can fit (a pasted log cannot): else, or when no
+            # plan fits with it, the plan places it like any other unit
+            ask = next((i for i in range(len(committed) - 1, -1, -1) if committed[i].role == "user"), None)
+            fits = ask is not None and ask >= len(committed) - 8 and fixed + self._measure(
+                [m for u in committed[ask:] for m in u.messages], [], prov)["tokens"] - prov.request_tokens <= self.budget
+            for keep_ask in (True, False) if fits else (False,):
                 res, info, n = self._attempts(st, prov, head, committed, tail_msgs, tools, fixed, keep_ask)
                 attempts += n
                 if res is not None:
