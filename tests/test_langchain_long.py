@@ -55,7 +55,7 @@ def _check_pages(msgs: list) -> list[tuple[int, int, int, str]]:
     return pages
 
 
-@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+@pytest.mark.parametrize("provider", ["anthropic", "openai", "gemini-3-pro-preview"])
 def test_pasted_log_then_questions_is_remembered_on_pages(provider):
     log = _log()
     assert 40_000 < len(log) < 50_000
@@ -197,3 +197,27 @@ def test_text_suffix_policy_makes_a_cut_turn_the_oldest_text():
     text = lambda p: sorted(t for s in p.segments if s.kind == "text" for t in s.turns)  # noqa: E731
     assert text(chat)[0] < 3  # the chat memory: short turns before the log stay text
     assert text(suffix) == [3, 4, 5]
+
+
+@pytest.mark.parametrize("sizes", [(BIG, 200), (BIG, BIG)])
+def test_parallel_tool_results_cut_inside_one_unit(sizes):
+    """Two calls at once, one or both results huge: the cut falls inside the unit's results. The AI
+    message stays whole, a result wholly before the cut says where it is, the one the cut falls in
+    keeps its rest, a later one is as written."""
+    outs = [_log(size // 69 + 1, seed=s)[:size] for s, size in zip((5, 6), sizes)]
+    msgs = [HumanMessage("compare the two logs"),
+            AIMessage("", tool_calls=[{"name": "read_file", "args": {"path": p}, "id": p} for p in ("a", "b")]),
+            ToolMessage(outs[0], tool_call_id="a"), ToolMessage(outs[1], tool_call_id="b")]
+    out = OpticalCompressor(provider="openai", budget=4000).invoke(msgs, {"configurable": {"thread_id": "par"}})
+    rep = _report(out)
+    assert rep["tokens"] <= 4000 and not rep["degraded"] and rep["cut_unit"][0] == 1, rep
+    assert check_request(out) == {"split": 0, "duplicated": 0}
+    _check_pages(out)
+    ai, ta, tb = out[-3:]
+    assert isinstance(ai, AIMessage) and len(ai.tool_calls) == 2
+    if sizes[1] == BIG:  # the cut is in the second result: the first is on the pages
+        assert ta.content.startswith("[on the pages above") and len(ta.content) < 100
+        assert tb.content.startswith("[the earlier part") and outs[1].endswith(tb.content.split("\n", 1)[1])
+    else:
+        assert ta.content.startswith("[the earlier part") and outs[0].endswith(ta.content.split("\n", 1)[1])
+        assert tb.content == outs[1]
