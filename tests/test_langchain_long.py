@@ -10,7 +10,7 @@ import random
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from optimem.bench.agent import check_request
+from optimem.bench.agent import check_request, tool_rounds_since_user
 from optimem.langchain import OpticalCompressor
 
 RANK = {"large": 0, "base": 1, "small": 2, "tiny": 3}  # sharpest first
@@ -137,12 +137,7 @@ def _agent(budget: int, seen: list):
             seen.append(list(messages))
             self.n += 1
             last = messages[-1]
-            done = 0
-            for m in reversed(messages):
-                if isinstance(m, HumanMessage) and isinstance(m.content, str):
-                    break
-                if isinstance(m, AIMessage) and m.tool_calls:
-                    done += 1
+            done = tool_rounds_since_user(messages)
             if isinstance(last, (HumanMessage, ToolMessage)) and done < 2:
                 name, args = ("read_file", {"path": "app.log"}) if done == 0 else ("count", {"word": "worker-3"})
                 msg = AIMessage("", tool_calls=[{"name": name, "args": args, "id": f"c{self.n}", "type": "tool_call"}])

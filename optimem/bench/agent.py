@@ -57,6 +57,20 @@ def make_tool():
     return lookup
 
 
+def tool_rounds_since_user(messages: list) -> int:
+    """How many AI messages with tool calls follow the last plain-text user message (a scripted
+    model's progress through its tool loop)."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    done = 0
+    for m in reversed(messages):
+        if isinstance(m, HumanMessage) and isinstance(m.content, str):
+            break
+        if isinstance(m, AIMessage) and m.tool_calls:
+            done += 1
+    return done
+
+
 def scripted_model(observe: Callable[[list, dict], None] | None = None):
     """A chat model that calls `lookup` 1-3 times per user turn (every 4th turn two calls at once),
     then answers; every 5th answer starts with a reasoning block. `observe(messages, kwargs)` sees
@@ -82,12 +96,7 @@ def scripted_model(observe: Callable[[list, dict], None] | None = None):
             humans = [m for m in messages if isinstance(m, HumanMessage) and isinstance(m.content, str)]
             turn = int(hashlib.sha1(humans[-1].content.encode()).hexdigest(), 16) if humans else 0
             rounds = 1 + turn % 3
-            done = 0
-            for m in reversed(messages):
-                if isinstance(m, HumanMessage) and isinstance(m.content, str):
-                    break
-                if isinstance(m, AIMessage) and m.tool_calls:
-                    done += 1
+            done = tool_rounds_since_user(messages)
             last = messages[-1]
             if done < rounds and (isinstance(last, (HumanMessage, ToolMessage))):
                 n_calls = 2 if turn % 4 == 0 else 1
