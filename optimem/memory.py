@@ -691,6 +691,8 @@ def _device_lock(backend: Any) -> Any:
 
 def _render_dict(r: RenderSettings) -> dict[str, Any]:
     d = {k: getattr(r, k) for k in ("page_px", "font_px", "line_spacing", "margin_px", "tab_width", "cjk_face")}
+    if getattr(r, "turn_breaks", False):  # only when set: sessions stored before it compare equal
+        d["turn_breaks"] = True
     return d
 
 

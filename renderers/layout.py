@@ -21,7 +21,7 @@ open page as turns arrive.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -320,7 +320,14 @@ class Paginator:
             elif not content:
                 page.append(Line("body", "", 0, ti, 0, 0))  # an empty document still gets a page
             turn_cjk = turn_face(content, turn.metadata) if CJK_RUN.search(content) else (None, None)
-            for line in _content_lines(ti, content, begin, self.measure, self.width, turn_cjk):
+            body: Iterable[Line] = _content_lines(ti, content, begin, self.measure, self.width, turn_cjk)
+            if self.settings.turn_breaks and len(page) > int(has_header):
+                # the turn starts on the next page unless it fits in the rest of this one
+                body = list(body)
+                if len(page) + len(body) > cap:
+                    yield page[:-1] if has_header else page, True, contents
+                    page, contents = page[-1:] if has_header else [], {ti: content}
+            for line in body:
                 if len(page) >= cap:
                     yield page, True, contents
                     page, contents = [], {ti: content}

@@ -110,6 +110,10 @@ class RenderSettings:
     tab_width: int = 4
     fonts: FontFiles | None = None  # None: the bundled DejaVu + Noto Sans CJK
     cjk_face: str = "SC"  # which regional Noto CJK face draws CJK text: SC, TC, JP, KR, HK
+    # a turn that does not fit in the rest of a page starts on the next one (a turn longer than a
+    # page still spans pages, from a page top): a page then never ends inside a turn that fits on
+    # one, so the pages before a turn are final once drawn (the LangChain compressor's pages)
+    turn_breaks: bool = False
 
     def __post_init__(self) -> None:
         if not 64 <= self.page_px <= 8192:

@@ -306,3 +306,32 @@ def test_message_names_are_drawn_on_the_pages_and_kept_in_history(tmp_path):
     history = OpticalChatMessageHistory("h", f"sqlite:///{tmp_path / 'h.db'}")
     history.add_messages(msgs[:2])
     assert [m.name for m in history.messages] == ["Caroline", "Melanie"]
+
+
+def test_compressor_pages_break_between_units_and_stay_restartable():
+    """The compressor's pages break between units (a unit that does not fit in the rest of a page
+    starts on the next), so a page never ends inside a unit that fits on one page: the page before
+    the text part is final once drawn. The default layout (chat memory) still fills pages."""
+    import random
+
+    from optimem.renderers import RenderSettings, Turn, paginate
+
+    assert OpticalCompressor(provider="anthropic", budget=4000, ahead=False).render.turn_breaks
+    rng = random.Random(1)
+    turns = [Turn(rng.choice(["user", "assistant", "tool"]),
+                  " ".join(f"w{rng.randint(0, 999)}" for _ in range(rng.randint(5, 700)))) for _ in range(40)]
+    one_page = {i for i, t in enumerate(turns)
+                if len(paginate([t], RenderSettings(turn_breaks=True))) == 1}
+    broken = paginate(turns, RenderSettings(turn_breaks=True))
+    filled = paginate(turns, RenderSettings())
+    assert len(broken) > len(filled)
+    assert any(p.spans[-1].continues and p.spans[-1].turn in one_page for p in filled[:-1])
+    for p in broken[:-1]:
+        last = p.spans[-1]
+        assert not (last.continues and last.turn in one_page)
+        if last.continues:  # a unit longer than a page starts at a page top: alone on its pages
+            assert len(p.spans) == 1
+    for p in broken[1:]:  # restartable from any page's first (turn, offset)
+        s = p.spans[0]
+        again = paginate(turns, RenderSettings(turn_breaks=True), start=(s.turn, s.start))
+        assert [q.spans for q in again] == [q.spans for q in broken[p.index:]]
