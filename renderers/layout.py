@@ -38,6 +38,9 @@ _LIST = re.compile(r"^(\s*)([-*+•]|\d{1,3}[.)])\s+")
 _INDENT = re.compile(r"^ +")
 _LABEL = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 _WIDTH_CACHE_LIMIT = 200_000
+# turn_breaks: a turn moves to the next page only when at most this share of the page is left, so
+# the space left empty stays small and most pages still end between turns
+_TURN_BREAK_ROOM = 4  # (1 / this) of the page
 _WORDS = re.compile(r"[^ ]+ *| +")  # words with their trailing spaces: concatenated, they give the line back
 
 
@@ -322,9 +325,10 @@ class Paginator:
             turn_cjk = turn_face(content, turn.metadata) if CJK_RUN.search(content) else (None, None)
             body: Iterable[Line] = _content_lines(ti, content, begin, self.measure, self.width, turn_cjk)
             if self.settings.turn_breaks and len(page) > int(has_header):
-                # the turn starts on the next page unless it fits in the rest of this one
+                # the turn starts on the next page unless it fits in the rest of this one (or more
+                # than a quarter of the page is left: it is filled, as without turn_breaks)
                 body = list(body)
-                if len(page) + len(body) > cap:
+                if len(page) + len(body) > cap and cap - len(page) <= cap // _TURN_BREAK_ROOM:
                     yield page[:-1] if has_header else page, True, contents
                     page, contents = page[-1:] if has_header else [], {ti: content}
             for line in body:

@@ -110,9 +110,10 @@ class RenderSettings:
     tab_width: int = 4
     fonts: FontFiles | None = None  # None: the bundled DejaVu + Noto Sans CJK
     cjk_face: str = "SC"  # which regional Noto CJK face draws CJK text: SC, TC, JP, KR, HK
-    # a turn that does not fit in the rest of a page starts on the next one (a turn longer than a
-    # page still spans pages, from a page top): a page then never ends inside a turn that fits on
-    # one, so the pages before a turn are final once drawn (the LangChain compressor's pages)
+    # a turn that does not fit in the rest of a page starts on the next one when at most a quarter
+    # of the page is left (a turn longer than a page then spans pages from a page top): most pages
+    # end between turns, so the pages before a turn are final once drawn (the LangChain
+    # compressor's pages); with more room left the turn fills it, as pages hold fewer turns otherwise
     turn_breaks: bool = False
 
     def __post_init__(self) -> None:

@@ -13,10 +13,10 @@ the original messages. The newest unit is always text. The text part starts only
 (the first unit not wholly on that page and the ones before it), and that page is drawn again
 without its last, continuing unit: nothing is sent both as text and as a page, a tool call and its
 results are on the same side, and the redrawn page depends on the page alone, so its bytes stay the
-same until the text part moves past a whole page. Pages break between units
-(`RenderSettings.turn_breaks`: a unit that does not fit in the rest of a page starts on the next),
-so a page ends inside a unit only when that unit is longer than a page, and moving units onto a new
-page leaves the pages before it as drawn. Between calls a background worker stores the newest unit,
+same until the text part moves past a whole page. Pages mostly break between units
+(`RenderSettings.turn_breaks`: a unit that does not fit in the rest of a page starts on the next
+when at most a quarter of the page is left), so moving units onto a new page mostly leaves the
+pages before it as drawn. Between calls a background worker stores the newest unit,
 seals the pages it fills and draws the images the next call is expected to add.
 
 Budgets are counted the provider's way: system prompt, tool schemas, labels, per-message framing and
@@ -158,9 +158,8 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             raise ConfigError("recent_turns must be at least 1 (the newest unit is always text)")
         get_provider(self.provider, self.model)  # unknown provider: fail now, not on the first call
         from optimem.renderers import RenderSettings
-        # pages break between units (a unit that does not fit in the rest of a page starts on the
-        # next): a page is final once drawn, so moving units from text onto a new page adds pages
-        # without redrawing the one before
+        # pages mostly break between units (see RenderSettings.turn_breaks): such a page is final
+        # once drawn, so moving units from text onto a new page adds pages without redrawing it
         if self.render is None:
             self.render = RenderSettings(turn_breaks=True)
         elif isinstance(self.render, RenderSettings) and not self.render.turn_breaks:
