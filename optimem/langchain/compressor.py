@@ -268,8 +268,8 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             # the user message that started the current agent turn (or the one before the newest) stays
             # text while its tool loop runs, when that can fit (a pasted log cannot): else, or when no
             # plan fits with it, the plan places it like any other unit
-            ask = next((i for i in range(len(committed) - 1, -1, -1) if committed[i].role == "user"), None)
-            fits = ask is not None and ask >= len(committed) - 8 and fixed + self._measure(
+            ask = _asking_unit(committed)
+            fits = ask is not None and fixed + self._measure(
                 [m for u in committed[ask:] for m in u.messages], [], prov)["tokens"] - prov.request_tokens <= self.budget
             for keep_ask in (True, False) if fits else (False,):
                 res, info, n = self._attempts(st, prov, head, committed, tail_msgs, tools, fixed, keep_ask)
@@ -508,9 +508,8 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             text_msgs += [m for i in text_ids[1:] for m in committed[i].messages]
         else:
             # the user message that started the current agent turn stays text while its tool loop runs
-            ask = next((i for i in range(len(committed) - 1, -1, -1) if committed[i].role == "user"), None) \
-                if keep_ask else None
-            limit = ask if ask is not None and ask >= len(committed) - 8 else len(committed)
+            ask = _asking_unit(committed) if keep_ask else None
+            limit = ask if ask is not None else len(committed)
             first_text = self._snap(st, planned, limit)
             stop_page = len(st.pages)
             text_ids = list(range(first_text, len(committed)))  # a suffix: no pins or exact turns here
@@ -833,6 +832,15 @@ def _policy(policy_cls: Any, recent_turns: int) -> Any:
     if "text_suffix" in names:  # the text part is one suffix: a long unit cut by the plan is its oldest
         kw["text_suffix"] = True
     return policy_cls(**kw)
+
+
+ASK_WINDOW = 8  # units: a user message further back than this no longer asks for the running tool loop
+
+
+def _asking_unit(committed: list[Unit]) -> int | None:
+    """Index of the user message that started the current agent turn, if within the last ASK_WINDOW units."""
+    ask = next((i for i in range(len(committed) - 1, -1, -1) if committed[i].role == "user"), None)
+    return ask if ask is not None and ask >= len(committed) - ASK_WINDOW else None
 
 
 def coerce_messages(input: Any) -> list[BaseMessage]:
