@@ -15,6 +15,7 @@ Callers ask `backend.has_model` and call these methods; nothing outside this mod
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
@@ -35,6 +36,8 @@ class Backend(Protocol):
     model_id: str
     ladder: ModelLadder
     has_model: bool
+    # held by whatever runs on the model's device (a generation, a background page encode batch)
+    device_lock: Any
 
     def placeholder_count(self, tier: str) -> int: ...
     def encode(self, images: list[Any], tier: str) -> list[Any]: ...
@@ -51,6 +54,7 @@ class NoModelBackend:
     ladder: ModelLadder = DEEPSEEK_OCR_V1
     has_model = False
     template_overhead = DEEPSEEK_TEMPLATE_OVERHEAD
+    device_lock = threading.RLock()  # no device: nothing waits on it
 
     def placeholder_count(self, tier: str) -> int:
         return self.ladder.placeholder_count(tier)
@@ -111,6 +115,11 @@ class DeepseekOCRBackend:
         input shape, so each tier compiles once instead of once per batch size that comes along."""
         self.model.compile(**kwargs)
         return self
+
+    @property
+    def device_lock(self) -> threading.RLock:
+        """The model's device lock: its decode engine holds it while generating."""
+        return self.model.device_lock
 
     @property
     def compiled(self) -> bool:

@@ -53,7 +53,9 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, PrivateAttr
 
+from optimem.backends import NoModelBackend
 from optimem.errors import ConfigError, InputError, ModelError
+from optimem.ladders import ModelLadder, TierView
 from optimem.langchain.units import Unit, content_text, group_units, image_blocks, strip_images
 from optimem.providers import Provider, get_provider, image_size, page_png, text_tokens, tier_size
 
@@ -75,20 +77,14 @@ class _ProviderBackend:
     (plus each page's label and framing); it encodes nothing, the provider reads the PNGs."""
 
     has_model = False
+    device_lock = NoModelBackend.device_lock  # no device of its own
 
     def __init__(self, provider: Provider, extra: int) -> None:
-        from optimem.providers import tier_size
-
         self.model_id = f"api:{provider.family}"
         costs = provider.ladder(extra)
         self._cost = {t.name: t.tokens for t in costs.tiers}
-        try:
-            from optimem.ladders import ModelLadder, TierView
-        except ImportError:  # the memory of before the shared page pipeline plans with the costs directly
-            self.ladder = costs
-        else:
-            self.ladder = ModelLadder(self.model_id, tuple(
-                TierView(t.name, tier_size(t.name), "resize", t.tokens, t.tokens, t.fidelity) for t in costs.tiers))
+        self.ladder = ModelLadder(self.model_id, tuple(
+            TierView(t.name, tier_size(t.name), "resize", t.tokens, t.tokens, t.fidelity) for t in costs.tiers))
 
     def placeholder_count(self, tier: str) -> int:
         return self._cost[tier]

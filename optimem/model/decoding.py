@@ -10,10 +10,14 @@ embeddings, [1, n, hidden]) and `_forward(embeds, cache, position_ids)` -> (logi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from optimem.errors import ModelError
+
+
+_LOCK_CREATION = threading.Lock()
 
 
 class DecoderMixin:
@@ -72,8 +76,21 @@ class DecoderMixin:
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            setattr(new, key, None if key == "_engine" else copy.deepcopy(value, memo))
+            setattr(new, key, None if key in ("_engine", "_device_lock") else copy.deepcopy(value, memo))
         return new
+
+    _device_lock: Any = None
+
+    @property
+    def device_lock(self) -> threading.RLock:
+        """Held by whatever runs on this model's device: the decode engine for a whole generation (and
+        its CUDA graph captures), a background page encode for one batch, so the two never interleave.
+        It lives on the model, not the engine, so taking it never builds an engine."""
+        if self._device_lock is None:
+            with _LOCK_CREATION:
+                if self._device_lock is None:
+                    self._device_lock = threading.RLock()
+        return self._device_lock
 
     @property
     def engine(self):
@@ -83,7 +100,7 @@ class DecoderMixin:
             from optimem.model.engine import DecodeEngine
 
             language, lm_head = self._decoder_parts()
-            self._engine = DecodeEngine(language, lm_head)
+            self._engine = DecodeEngine(language, lm_head, lock=self.device_lock)
         return self._engine
 
     def configure_engine(self, **kwargs: Any):
@@ -92,7 +109,7 @@ class DecoderMixin:
         from optimem.model.engine import DecodeEngine
 
         language, lm_head = self._decoder_parts()
-        self._engine = DecodeEngine(language, lm_head, **kwargs)
+        self._engine = DecodeEngine(language, lm_head, lock=self.device_lock, **kwargs)
         return self._engine
 
     @property

@@ -206,7 +206,8 @@ class DecodeEngine:
     def __init__(self, language, lm_head, *, capacity: int | None = None, graphs: bool | None = None,
                  prefill_chunk: int | None = None, max_sessions: int = 4, bucketed: bool | None = None,
                  expert_kernel: bool | None = None, fused: bool | None = None,
-                 grouped_prefill: bool | None = None, graph_prefill: bool | None = None) -> None:
+                 grouped_prefill: bool | None = None, graph_prefill: bool | None = None,
+                 lock: threading.RLock | None = None) -> None:
         import torch
 
         self.lang, self.lm_head = language, lm_head
@@ -255,7 +256,7 @@ class DecodeEngine:
         rot = language.rotary_emb
         self._inv_freq = rot.inv_freq.float()
         self._rope_scale = float(getattr(rot, "attention_scaling", 1.0))
-        self._lock = threading.RLock()
+        self._lock = lock or threading.RLock()  # the model's device lock, shared with background encodes
         self._graph_pool = None
         self._graphs: dict[int, Any] = {}
         self._owner: Any = None
