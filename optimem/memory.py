@@ -422,8 +422,8 @@ class OpticalMemory:
                 if head.turn_count - open_turn <= AHEAD_UNSEALED_TURNS:
                     self._synced_turns = max(self._synced_turns, head.turn_count)
                     planner = self._sync_planner(self._synced_turns)
-                    try:
-                        fresh = self._fresh_plan(planner, budget, reserve, slack)
+                    try:  # with the slack only: sealing (below) is what makes room when this fails
+                        fresh = self._fresh_plan(planner, budget, reserve, slack, fall_back=False)
                     except PolicyError:
                         fresh = None
             if fresh is None:
@@ -449,16 +449,17 @@ class OpticalMemory:
                                        "plan_kept": extended}
             return plan
 
-    def _fresh_plan(self, planner: Planner, budget: int, reserve: int, slack: int = 0) -> Plan:
-        """A fresh plan under `budget - reserve - slack`, or under `budget - reserve` when the slack
-        leaves too little room for what must be text (then the next call plans afresh again)."""
-        for r in ((reserve + slack, reserve) if slack else (reserve,)):
+    def _fresh_plan(self, planner: Planner, budget: int, reserve: int, slack: int = 0, *,
+                    fall_back: bool = True) -> Plan:
+        """A fresh plan under `budget - reserve - slack`, or (`fall_back`) under `budget - reserve` when
+        the slack leaves too little room for what must be text (then the next call plans afresh again)."""
+        for r in ((reserve + slack, reserve) if slack and fall_back else (reserve + slack,)):
             if r != planner.policy.reserve_tokens:
                 planner.policy = dataclasses.replace(self.policy, reserve_tokens=r)
             try:
                 return planner.plan(budget, now=time.time())
             except PolicyError:
-                if r == reserve:
+                if r == reserve or not fall_back:
                     raise
         raise AssertionError("unreachable")
 
@@ -551,6 +552,11 @@ class OpticalMemory:
         newest ones one tier sharper (when the text part of the next plan is shorter)."""
         with self._lock:
             self.sync()
+            return self._ahead_targets(budget, reserve, next_tier_pages)
+
+    def _ahead_targets(self, budget: int, reserve: int, next_tier_pages: int) -> list[ContextPage]:
+        """`ahead_targets` on what the last `sync` sealed (the caller synced)."""
+        with self._lock:
             planner = self._sync_planner(self._synced_turns)
             slack = slack_tokens(budget, reserve, self.prefix_slack) if self.prefix_slack else 0
             fresh = self._fresh_plan(planner, budget, reserve, slack)
@@ -583,7 +589,8 @@ class OpticalMemory:
         self.sync()
         if self._last_call is None or not self.backend.has_model:
             return
-        targets = [p for p in self.ahead_targets(*self._last_call) if not self.encoder.is_hot(p.content_hash, p.tier)]
+        targets = [p for p in self._ahead_targets(*self._last_call, AHEAD_NEXT_TIER_PAGES)
+                   if not self.encoder.is_hot(p.content_hash, p.tier)]
         if not targets:
             return
         self.views.many([(p.index, p.content_hash, p.tier) for p in targets])  # CPU work, no lock held
@@ -592,7 +599,7 @@ class OpticalMemory:
             by_tier.setdefault(p.tier, []).append(p)
         # small batches: a context() call starting meanwhile waits for one batch at most
         batch = max(min(int(getattr(self.backend, "batch_size", 16)), AHEAD_BATCH), 1)
-        lock = _device_lock(self.backend)
+        lock = self.backend.device_lock
         for tier, pages in by_tier.items():
             for i in range(0, len(pages), batch):
                 if self._ahead_gen != gen:
@@ -673,20 +680,6 @@ class OpticalMemory:
 
     async def astats(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.stats)
-
-
-_NO_DEVICE_LOCK = threading.RLock()
-
-
-def _device_lock(backend: Any) -> Any:
-    """The lock a model's decode engine holds while it runs: background encodes take it too, so they
-    never interleave with a decode (or a CUDA graph capture) on the same device."""
-    model = getattr(backend, "model", None)
-    try:
-        engine = model.engine if model is not None and hasattr(type(model), "engine") else None
-    except Exception:  # noqa: BLE001 - a model without a decode engine
-        engine = None
-    return getattr(engine, "lock", None) or _NO_DEVICE_LOCK
 
 
 def _render_dict(r: RenderSettings) -> dict[str, Any]:
