@@ -86,6 +86,8 @@ COUNT_PIECES_AT_ONCE = 8
 
 def count_tokens(text: str) -> int:
     """Number of DeepSeek-OCR text tokens in `text` (no BOS/EOS)."""
+    if len(text) <= COUNT_PIECE_CHARS:  # the common case, called per turn: one encode, no batching
+        return len(load_tokenizer().encode(text, add_special_tokens=False).ids) if text else 0
     return count_tokens_batch([text])[0]
 
 
