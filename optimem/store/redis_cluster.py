@@ -40,6 +40,7 @@ What differs on a cluster, and lives here:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -102,6 +103,14 @@ def parse_cluster_url(url: str) -> dict[str, Any]:
     return opts
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _key_slot(key: bytes) -> int:
+    """A key's cluster hash slot (CRC16 of its hash tag), remembered: the same keys come back on every call."""
+    from redis.crc import key_slot
+
+    return key_slot(key)
+
+
 _CLASSES: dict[str, type] = {}
 
 
@@ -117,22 +126,12 @@ def _cluster_class() -> type:
             def explicit_transaction(self) -> bool:
                 return bool(getattr(self._execution_strategy, "_explicit_transaction", False))
 
-        from redis.crc import key_slot
-
         class _RedisCluster(RedisCluster):
-            _slots: dict[bytes, int] = {}
-
             def keyslot(self, key):
                 # redis-py hashes every key of every command, twice for a script: the append script
                 # names all ten keys of a session, so the CRC dominated the client's CPU per append.
-                # Key -> slot never changes; a bounded cache makes it a dict lookup.
-                k = self.encoder.encode(key)
-                slot = self._slots.get(k)
-                if slot is None:
-                    if len(self._slots) > 100_000:
-                        self._slots.clear()
-                    slot = self._slots[k] = key_slot(k)
-                return slot
+                # Key -> slot never changes; a bounded cache makes it a lookup.
+                return _key_slot(self.encoder.encode(key))
 
             def pipeline(self, transaction=None, shard_hint=None):
                 pipe = super().pipeline(transaction, shard_hint)
@@ -208,7 +207,6 @@ class RedisClusterStore(RedisStore):
         self.url = url
         for name in ("_append", "_pin", "_floors", "_snapshot"):
             setattr(self, name, _RoutedScript(self, getattr(self, name)))
-        self._session_slots: dict[str, int] = {}
         self._node_clients: dict[tuple[str, int], Any] = {}
         self._node_lock = threading.Lock()
         from redis.exceptions import (AskError, ClusterDownError, ClusterError, ConnectionError, MasterDownError,
@@ -230,13 +228,7 @@ class RedisClusterStore(RedisStore):
         (no session, or the slot is not covered in the map: the call goes through RedisCluster)."""
         if session is None:
             return None
-        slot = self._session_slots.get(session)
-        if slot is None:
-            from redis.crc import key_slot
-
-            if len(self._session_slots) > 100_000:
-                self._session_slots.clear()
-            slot = self._session_slots[session] = key_slot(f"{{{session}}}".encode())  # the hash tag's slot
+        slot = _key_slot(f"{{{session}}}".encode())  # the hash tag's slot
         nodes = self._cluster.nodes_manager.slots_cache.get(slot)
         if not nodes:
             return None
@@ -331,7 +323,7 @@ class RedisClusterStore(RedisStore):
         leave the connection's replication offset behind it)."""
         from redis.exceptions import NoScriptError
 
-        marker = f"{self.prefix}:{{{check_session(self._local.session)}}}:sync"
+        marker = self._sync_marker(self._local.session)
         for attempt in (0, 1):
             pipe = client.pipeline(transaction=False)
             pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -360,10 +352,14 @@ class RedisClusterStore(RedisStore):
                 self._node_clients[(host, port)] = c
             return c
 
+    def _sync_marker(self, session: str) -> str:
+        """The key a durable write sets in the session's slot before `WAIT` (see `_script_and_wait`)."""
+        return f"{self.prefix}:{{{check_session(session)}}}:sync"
+
     def _wait_replicas(self, session: str) -> None:
         import redis
 
-        marker = f"{self.prefix}:{{{check_session(session)}}}:sync"
+        marker = self._sync_marker(session)
 
         def op() -> int:
             node = self._cluster.get_node_from_key(marker)
