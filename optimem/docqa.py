@@ -139,13 +139,14 @@ class DocumentMemory:
             new += len(stored)
             batch.clear()
 
+        from optimem.pdf import pdf_pages
         from optimem.progress import progress_bar
         from optimem.renderers.tokens import count_tokens
 
         # pages with a count and a rate; a PDF's page count is known once it is open, a text's is not
         with progress_bar(disable=not progress) as bar:
             task = bar.add_task(f"ingest {path.name}", total=None, unit="pages")
-            pages_iter = (self._pdf_pages(path, data, on_open=lambda n: bar.update(task, total=n))
+            pages_iter = (pdf_pages(data, str(path), on_open=lambda n: bar.update(task, total=n))
                           if path.suffix.lower() == ".pdf" else self._text_pages(path, data))
             for i, (png, text, content_hash, label) in enumerate(pages_iter):
                 total += 1
@@ -214,11 +215,6 @@ class DocumentMemory:
             raise InputError(f"{path} is not UTF-8 text") from None
         for page in iter_pages([Turn(DOCUMENT_ROLE, text)]):
             yield page.png_bytes(), page.text, page.content_hash, None
-
-    def _pdf_pages(self, path: Path, data: bytes, on_open=None):
-        from optimem.pdf import pdf_pages
-
-        yield from pdf_pages(data, str(path), on_open=on_open)
 
     # -- ask ----------------------------------------------------------------------------------------
     def _index(self, pages: list[StoredPage]) -> PageIndex:
