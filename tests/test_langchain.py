@@ -307,34 +307,3 @@ def test_message_names_are_drawn_on_the_pages_and_kept_in_history(tmp_path):
     history.add_messages(msgs[:2])
     assert [m.name for m in history.messages] == ["Caroline", "Melanie"]
 
-
-def test_compressor_pages_break_between_units_and_stay_restartable():
-    """The compressor's pages mostly break between units (a unit that does not fit in the rest of a
-    page starts on the next when at most a quarter of it is left), so the page before the text part
-    is mostly final once drawn. The default layout (chat memory) still fills pages."""
-    import random
-
-    from optimem.renderers import RenderSettings, Turn, paginate
-
-    assert OpticalCompressor(provider="anthropic", budget=4000, ahead=False).render.turn_breaks
-    rng = random.Random(1)
-    turns = [Turn(rng.choice(["user", "assistant", "tool"]),
-                  " ".join(f"w{rng.randint(0, 999)}" for _ in range(rng.randint(5, 700)))) for _ in range(40)]
-    one_page = {i for i, t in enumerate(turns)
-                if len(paginate([t], RenderSettings(turn_breaks=True))) == 1}
-    broken = paginate(turns, RenderSettings(turn_breaks=True))
-    filled = paginate(turns, RenderSettings())
-    assert len(broken) > len(filled)
-    def inside(pages):
-        return sum(p.spans[-1].continues and p.spans[-1].turn in one_page for p in pages[:-1])
-
-    assert inside(broken) * 2 < inside(filled)
-    for p in broken[:-1]:
-        last = p.spans[-1]
-        if last.continues and not last.continued and len(p.spans) > 1:  # a turn began low on this page
-            rest = paginate(turns, RenderSettings(turn_breaks=True), start=(last.turn, 0))[0]
-            assert rest.spans[0].end - rest.spans[0].start > last.end - last.start  # ... and goes on
-    for p in broken[1:]:  # restartable from any page's first (turn, offset)
-        s = p.spans[0]
-        again = paginate(turns, RenderSettings(turn_breaks=True), start=(s.turn, s.start))
-        assert [q.spans for q in again] == [q.spans for q in broken[p.index:]]

@@ -13,7 +13,7 @@ pytest.importorskip("langchain.agents")
 from langchain.agents import create_agent  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 
-from optimem.bench.agent import (_wire, check_request, leading_share, make_tool, pages_change,  # noqa: E402
+from optimem.bench.agent import (_wire, check_request, leading_share, make_tool, pages_change, pages_kept,  # noqa: E402
                                  scripted_model, user_turn)
 from optimem.langchain import OpticalCompressor, OpticalMemoryMiddleware  # noqa: E402
 
@@ -67,6 +67,14 @@ def test_agent_with_tools_for_60_turns(provider, budget):
     shares = [leading_share(_wire(None, a), _wire(None, b)) for a, b in zip(seen, seen[1:])
               if pages_change(a, b) == "unchanged"]
     assert len(shares) > len(seen) // 3 and min(shares) >= 0.9, sorted(shares)[:5]
+    # and when units move from text onto pages, every page sent before is sent again unchanged, in
+    # front: a unit continuing past the page the text part starts on is cut there (its tail is text)
+    # instead of the page being drawn without it
+    kept = [pages_kept(_wire(None, a), _wire(None, b), a) for a, b in zip(seen, seen[1:])
+            if pages_change(a, b) == "added"]
+    kept = [k for k in kept if k is not None]
+    assert len(kept) > 10 and min(kept) == 1.0, sorted(kept)[:5]
+    assert any("cut_unit" in r for r in reports)
 
 
 def test_agent_async_and_two_threads():

@@ -15,7 +15,9 @@ carry a reasoning block. Every request the model receives is checked and measure
 - leading-bytes stability: the share of the previous request's bytes (system prompt and messages
   as JSON) that start the next one, for every pair of consecutive calls, by how their pages differ
   (`pages_change`): "unchanged" (the same pages at the same tiers: the target class), "added"
-  (newer pages appended: units moved from text onto pages) or "tiers" (a page changed tier or left);
+  (newer pages appended: units moved from text onto pages; for these also whether every page of the
+  previous request begins the next one unchanged, `added_pages_kept`) or "tiers" (a page changed
+  tier or left);
 - images and bytes per request, bytes per page;
 - units held (as text or on a page) at the last call.
 """
@@ -167,18 +169,39 @@ def _page_labels(messages: list) -> list[str]:
             if isinstance(b, dict) and b.get("type") == "text" and b.get("text", "").startswith("[page ")]
 
 
-def leading_share(prev: bytes, cur: bytes) -> float:
-    """The share of `prev`'s bytes that `cur` starts with (what a provider's prefix cache can reuse)."""
-    if not prev:
-        return 1.0
-    lo, hi = 0, min(len(prev), len(cur))  # the longest common prefix, by halving (slices compare fast)
+def common_prefix(prev: bytes, cur: bytes) -> int:
+    """Length of the longest common prefix, by halving (slices compare fast)."""
+    lo, hi = 0, min(len(prev), len(cur))
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if prev[:mid] == cur[:mid]:
             lo = mid
         else:
             hi = mid - 1
-    return lo / len(prev)
+    return lo
+
+
+def leading_share(prev: bytes, cur: bytes) -> float:
+    """The share of `prev`'s bytes that `cur` starts with (what a provider's prefix cache can reuse)."""
+    return common_prefix(prev, cur) / len(prev) if prev else 1.0
+
+
+def pages_kept(prev: bytes, cur: bytes, prev_msgs: list) -> float | None:
+    """The share of `prev`'s bytes up to the end of its last page image that `cur` starts with: 1.0
+    when every page the previous request sent begins the next one unchanged (what is lost beyond
+    it is the previous request's text part). None when `prev` sent no page."""
+    last = None
+    for m in prev_msgs:
+        if isinstance(m.content, list):
+            for b in m.content:
+                if isinstance(b, dict) and b.get("type") == "image" and isinstance(b.get("base64"), str):
+                    last = b["base64"]
+                elif isinstance(b, dict) and b.get("type") == "image_url":  # OpenAI's form: a data URL
+                    last = (b.get("image_url") or {}).get("url")
+    end = prev.rfind(last.encode()) + len(last) if last else -1
+    if end <= 0:
+        return None
+    return min(common_prefix(prev, cur), end) / end
 
 
 OPENAI_MODEL = "gpt-4o"
@@ -284,6 +307,7 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
     prev_bytes: bytes | None = None
     prev_msgs: list | None = None
     shares: dict[str, list[float]] = {"unchanged": [], "added": [], "tiers": []}
+    added_kept: list[float] = []  # "added" pairs: share of the previous request's pages kept
     images: list[int] = []
     req_bytes: list[int] = []
     page_bytes: list[float] = []
@@ -324,7 +348,10 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
             over += n_tok > budget
             wire = _wire(c["system"], msgs)
             if prev_bytes is not None:
-                shares[pages_change(prev_msgs, msgs)].append(leading_share(prev_bytes, wire))
+                change = pages_change(prev_msgs, msgs)
+                shares[change].append(leading_share(prev_bytes, wire))
+                if change == "added" and (kept := pages_kept(prev_bytes, wire, prev_msgs)) is not None:
+                    added_kept.append(kept)
             prev_bytes, prev_msgs = wire, msgs
             images.append(rep.get("images", 0))
             req_bytes.append(rep.get("request_bytes", 0))
@@ -357,6 +384,8 @@ def run_optimem(provider: str, budget: int, turns: int, *, store: str = "sqlite:
         "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "leading_bytes": {kind: _share_stats(xs) for kind, xs in shares.items()},
         "leading_bytes_all": _share_stats([x for xs in shares.values() for x in xs]),
+        "added_pages_kept": {"pairs": len(added_kept), "all_pages_kept": sum(x == 1.0 for x in added_kept),
+                             "min": round(min(added_kept), 3) if added_kept else None},
         "images_max": max(images), "request_bytes_max": max(req_bytes),
         "bytes_per_page_p50": round(_pct(page_bytes, 0.5)) if page_bytes else None,
         "degraded_calls": sum(1 for c in calls if c["report"].get("degraded")),

@@ -10,13 +10,14 @@ same bytes call after call (provider prompt caches hit) until its tier changes.
 What a request holds, in order: the system messages; one human message with the page images,
 oldest first, each after a short label (pages of the units that aged out); then the recent units as
 the original messages. The newest unit is always text. The text part starts only at a page's cut
-(the first unit not wholly on that page and the ones before it), and that page is drawn again
-without its last, continuing unit: nothing is sent both as text and as a page, a tool call and its
-results are on the same side, and the redrawn page depends on the page alone, so its bytes stay the
-same until the text part moves past a whole page. Pages mostly break between units
-(`RenderSettings.turn_breaks`: a unit that does not fit in the rest of a page starts on the next
-when at most a quarter of the page is left), so moving units onto a new page mostly leaves the
-pages before it as drawn. Between calls a background worker stores the newest unit,
+(the first unit not wholly on that page and the ones before it). Where that unit begins inside the
+page and continues past it, the page is sent whole and the unit's tail, from the next page's start,
+is the text (`_page_cut`; its AI message with tool calls stays whole, so a call keeps its results):
+a page, once sent, is sent as the same bytes until its tier changes, and moving units from text
+onto pages appends pages after it. (The asking user message, which stays text whole while its tool
+loop runs, is the exception: the page it begins on is drawn without it until it moves onto pages.)
+Nothing is sent both as text and as a page beyond that AI message, and a tool call and its results
+are on the same side. Between calls a background worker stores the newest unit,
 seals the pages it fills and draws the images the next call is expected to add.
 
 Budgets are counted the provider's way: system prompt, tool schemas, labels, per-message framing and
@@ -154,12 +155,11 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             raise ConfigError("recent_turns must be at least 1 (the newest unit is always text)")
         get_provider(self.provider, self.model)  # unknown provider: fail now, not on the first call
         from optimem.renderers import RenderSettings
-        # pages mostly break between units (see RenderSettings.turn_breaks): such a page is final
-        # once drawn, so moving units from text onto a new page adds pages without redrawing it
+
+        # pages fill up (no turn_breaks): where a unit continues past a page, the page is still sent
+        # whole and the unit's tail is text (`_page_cut`), so pages are final once drawn
         if self.render is None:
-            self.render = RenderSettings(turn_breaks=True)
-        elif isinstance(self.render, RenderSettings) and not self.render.turn_breaks:
-            self.render = dataclasses.replace(self.render, turn_breaks=True)
+            self.render = RenderSettings()
 
     @property
     def pricing(self) -> Provider:
@@ -448,8 +448,8 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
     def _work_ahead(self, st: _Thread, units: list[Unit]) -> None:
         """Between calls: store the newest unit (the next call's history holds it; a unit still
         waiting for tool results is left for that call), seal the pages it fills, and draw the
-        images the next request is expected to add: the page the text part starts on, whole, and
-        the next page drawn without its continuing unit (both at the newest page's tier), and the
+        images the next request is expected to add: the page the text part starts on and the next
+        page, whole (both at the newest page's tier), and the
         oldest two pages not yet at the coarsest tier one tier coarser (where aging moves them next)."""
         from optimem.langchain.units import pending_calls
 
@@ -466,13 +466,9 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             jobs: list[Any] = []
             if make[0] == "boundary":
                 jobs.append(lambda: self._page_b64(st, q, st.pages[q][0], tier))
-            if q + 1 < len(st.pages):
-                h, spans = st.pages[q + 1]
-                if spans[-1]["continues"] and spans[0]["turn"] < st.cuts[q + 1]:
-                    jobs.append(lambda: self._boundary_png(st, q + 1, spans[0]["turn"], spans[0]["start"],
-                                                           st.cuts[q + 1], tier))
-                else:
-                    jobs.append(lambda: self._page_b64(st, q + 1, h, tier))
+            if q + 1 < len(st.pages):  # whole: a unit continuing past it is cut there (`_page_cut`)
+                h = st.pages[q + 1][0]
+                jobs.append(lambda: self._page_b64(st, q + 1, h, tier))
             # pages fade oldest first: the oldest two not yet at the coarsest tier, one tier coarser
             names = st.mem.backend.ladder.names
             fading = [(p, t) for p, t in sorted(st.last_sent.items()) if p != q and t in names and t != names[-1]]
@@ -495,18 +491,21 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         planned = text_ids[0] if text_ids else len(committed)
         self._load_pages(st)
         cut = self._plan_cut(st, plan, len(committed)) if use_cut else None
+        plan_cut = cut is not None
+        if cut is None:
+            # the user message that started the current agent turn stays text while its tool loop runs
+            ask = _asking_unit(committed) if keep_ask else None
+            limit = ask if ask is not None else len(committed)
+            first_text = self._snap(st, planned, limit)
+            cut = self._page_cut(st, first_text, limit)
         if cut is not None:
-            # a long unit cut by the plan: its pages before the cut are shown whole (the cut is at a
-            # page's start), its tail is text, and every unit before it is on pages
+            # a unit cut at a page's start (by the plan: a long unit; or `_page_cut`): its pages
+            # before the cut are shown whole, its tail is text, and every unit before it is on pages
             first_text, stop_page, start = cut
             text_ids = list(range(first_text, len(committed)))
             text_msgs = self._tail_messages(st, committed[first_text], start, stop_page)
             text_msgs += [m for i in text_ids[1:] for m in committed[i].messages]
         else:
-            # the user message that started the current agent turn stays text while its tool loop runs
-            ask = _asking_unit(committed) if keep_ask else None
-            limit = ask if ask is not None else len(committed)
-            first_text = self._snap(st, planned, limit)
             stop_page = len(st.pages)
             text_ids = list(range(first_text, len(committed)))  # a suffix: no pins or exact turns here
             text_msgs = [m for i in text_ids for m in committed[i].messages]
@@ -526,7 +525,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             # plan drops more: a tighter plan always leaves out more pages)
             # (a long unit cut by the plan adds many pages at once: a quarter of those the plan shows)
             span = len(st.pages) - st.first_page
-            lo += max(1, (min(span, len(plan_tiers)) if cut is not None else span) // 4)
+            lo += max(1, (min(span, len(plan_tiers)) if plan_cut else span) // 4)
         lo = max(lo, st.first_page) + skip  # a page left out once stays out
         entries: list[tuple[int, int, int, str, dict[str, Any]]] = []  # (page, first turn, last turn, tier, block)
         for p in range(lo, stop_page):
@@ -660,6 +659,28 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             st.pages[sp.index] = (sp.content_hash, sp.spans)
             last = sp.spans[-1]
             st.cuts.append(last["turn"] if last["continues"] else last["turn"] + 1)
+
+    def _page_cut(self, st: _Thread, first: int, limit: int) -> tuple[int, int, int] | None:
+        """When the text part starts at a unit that begins inside a page and continues past it: cut
+        that unit at the next page's start instead (as `_plan_cut`'s triple), so the page is sent
+        whole, never drawn without its last unit. Sent whole, the page keeps its bytes when the unit
+        later moves onto pages (the request grows by pages appended after it: a provider's prefix
+        cache still holds everything up to there), and the unit's text is shorter by what that page
+        shows. Not for the unit that must stay text whole (`limit`: the asking user message)."""
+        import bisect
+
+        if not 0 < first < limit:
+            return None
+        p = bisect.bisect_left(st.cuts, first)  # the first page whose cut is this unit
+        if p >= len(st.cuts) or st.cuts[p] != first:
+            return None
+        last = st.pages[p][1][-1]
+        if last["turn"] != first or not last["continues"]:
+            return None  # the page ends where the unit before ends: it is whole already
+        if p + 1 < len(st.pages):
+            s0 = st.pages[p + 1][1][0]
+            return (first, p + 1, s0["start"]) if s0["turn"] == first else None
+        return first, p + 1, last["end"]
 
     def _snap(self, st: _Thread, planned: int, limit: int) -> int:
         """Where the text part starts: always at a page's cut (the first unit not wholly on that page
