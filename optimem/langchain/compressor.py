@@ -463,21 +463,24 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             if make is None:
                 return
             q, tier = make[1], make[-1]
-            jobs: list[Any] = []
+            wanted: list[tuple[int, str, str]] = []  # (page, content hash, tier)
             if make[0] == "boundary":
-                jobs.append(lambda: self._page_b64(st, q, st.pages[q][0], tier))
+                wanted.append((q, st.pages[q][0], tier))
             if q + 1 < len(st.pages):  # whole: a unit continuing past it is cut there (`_page_cut`)
-                h = st.pages[q + 1][0]
-                jobs.append(lambda: self._page_b64(st, q + 1, h, tier))
+                wanted.append((q + 1, st.pages[q + 1][0], tier))
             # pages fade oldest first: the oldest two not yet at the coarsest tier, one tier coarser
             names = st.mem.backend.ladder.names
             fading = [(p, t) for p, t in sorted(st.last_sent.items()) if p != q and t in names and t != names[-1]]
-            for p, t in fading[:2]:
-                jobs.append(lambda p=p, t=t: self._page_b64(st, p, st.pages[p][0], names[names.index(t) + 1]))
-            for job in jobs:
-                if st.waiting:  # a call is waiting: it draws what it needs itself
-                    return
-                job()
+            wanted += [(p, st.pages[p][0], names[names.index(t) + 1]) for p, t in fading[:2]]
+            wanted = [w for w in wanted if (w[1], w[2]) not in st.pngs]
+        # drawn without the thread's lock, so a call arriving meanwhile does not wait for an image;
+        # none is started once a call is under way (it draws what it needs itself)
+        for index, content_hash, tier in wanted:
+            if st.waiting or st.lock.locked():
+                return
+            b64 = self._draw_page_b64(st, index, content_hash, tier)
+            with st.lock:
+                self._keep_png(st, (content_hash, tier), b64)
 
     # -- assembling a request ----------------------------------------------------------------------
     def _page_extra(self, prov: Provider) -> int:
@@ -700,13 +703,20 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
 
     def _page_b64(self, st: _Thread, index: int, content_hash: str, tier: str) -> str:
         """The page at `tier` as sent: made once, kept in the store's cache and in memory."""
-        from optimem.store import cache_key
-
         key = (content_hash, tier)
         b64 = st.pngs.get(key)
         if b64 is not None:
             st.pngs.move_to_end(key)
             return b64
+        b64 = self._draw_page_b64(st, index, content_hash, tier)
+        self._keep_png(st, key, b64)
+        return b64
+
+    def _draw_page_b64(self, st: _Thread, index: int, content_hash: str, tier: str) -> str:
+        """The page's PNG at `tier`, base64: from the store's cache, else drawn and cached there
+        (no state of the thread is touched: the background worker calls it without the lock)."""
+        from optimem.store import cache_key
+
         store, session = st.mem.store, st.mem.session
         ck = cache_key(content_hash, _PNG_CACHE_ID, tier)
         png = store.get_cache_blob(session, ck)
@@ -714,11 +724,13 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
             (sp,) = store.get_pages(session, index, index + 1)
             png = page_png(_open_png(sp.png), tier)
             store.put_cache(session, ck, png)
-        b64 = base64.b64encode(png).decode()
+        return base64.b64encode(png).decode()
+
+    @staticmethod
+    def _keep_png(st: _Thread, key: Any, b64: str) -> None:
         st.pngs[key] = b64
         if len(st.pngs) > 512:
             st.pngs.popitem(last=False)
-        return b64
 
     def _boundary_png(self, st: _Thread, index: int, turn: int, start: int, stop_turn: int, tier: str) -> str:
         """Page `index` drawn again with only the units before `stop_turn` (its master is kept, so
@@ -738,9 +750,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
                 while len(st.masters) > 4:
                     st.masters.popitem(last=False)
             b64 = base64.b64encode(page_png(master, tier)).decode()
-            st.pngs[key] = b64
-            if len(st.pngs) > 512:
-                st.pngs.popitem(last=False)
+            self._keep_png(st, key, b64)
         return b64
 
     def _text_only(self, head: list[BaseMessage], units: list[Unit], tools: list[Any],
