@@ -687,10 +687,10 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
 
     def _snap(self, st: _Thread, planned: int, limit: int) -> int:
         """Where the text part starts: always at a page's cut (the first unit not wholly on that page
-        and the ones before it), never inside a page. The page drawn again without the text units is
-        then that page minus its last, continuing unit, a function of the page alone, so it is drawn
-        once and sent as the same bytes on every call until the text part moves past a whole page
-        (when a page is added anyway). The smallest cut at or after the plan's start is taken (more
+        and the ones before it), never inside a page; where that unit continues past the page,
+        `_page_cut` then cuts it at the next page (or, for the asking message, the page is drawn
+        without it: a function of the page alone, the same bytes on every call until the text part
+        moves past it). The smallest cut at or after the plan's start is taken (more
         on pages than planned costs nothing: that page is sent anyway), but not past `limit` (the
         unit that must stay text); units not wholly on sealed pages are always text."""
         import bisect
