@@ -239,6 +239,37 @@ def test_token_counter_hook_is_used():
     assert seen and out[0].response_metadata["optimem"]["tokens"] <= 5000
 
 
+def test_token_counter_is_asked_per_message_only_when_additive():
+    """A counter that is a constant plus a count per message (chat models' counters) is asked once
+    per distinct message and summed; any other counter is asked for the whole list every time. The
+    request's count is the counter's count of the whole request either way."""
+    import math
+
+    calls = []
+
+    def additive(msgs):
+        calls.append(len(msgs))
+        return 3 + sum(4 + len(str(m.content)) // 4 for m in msgs)
+
+    def rounded_once(msgs):  # not additive: one rounding over the whole text
+        return math.ceil(sum(len(str(m.content)) for m in msgs) / 7)
+
+    for counter, additive_expected in ((additive, True), (rounded_once, False)):
+        comp = OpticalCompressor(provider="openai", budget=5000, token_counter=counter, ahead=False)
+        convo = _conversation(60)
+        for n in (40, 50, 60):
+            seen = len(calls)
+            out = comp.invoke(convo[:n], {"configurable": {"thread_id": "c"}})
+            asked = calls[seen:]
+            rep = out[0].response_metadata["optimem"]
+            text = [m.model_copy(update={"content": [b for b in m.content if b.get("type") == "text"]})
+                    if isinstance(m.content, list) else m for m in out]
+            assert rep["text_tokens"] == counter(text) and rep["tokens"] <= 5000
+            if counter is additive and n > 40:  # asked about new messages only, one at a time
+                assert asked and max(asked) <= 1 and len(asked) < 40, asked
+        assert comp._additive is additive_expected
+
+
 def test_caps_drop_oldest_pages_and_report():
     out = OpticalCompressor(provider="openai", budget=30000, max_images=3).invoke(_conversation(120))
     rep = out[0].response_metadata["optimem"]
