@@ -502,7 +502,9 @@ class OpticalMemory:
         stats.update(encode_wait_ms=0.0, encode_ms=0.0, pages_encoded=0)
         if self.backend.has_model if encode is None else encode:
             t = time.perf_counter()
-            with self.encoder.lock:  # a background batch in flight finishes first
+            # a background batch in flight finishes first; the device lock (taken first, as the
+            # background worker does) keeps the encode off a generation or graph capture on the device
+            with self.backend.device_lock, self.encoder.lock:
                 t1 = time.perf_counter()
                 before = self.encoder.encoded
                 self.encode_pages(ctx.pages)

@@ -3,8 +3,9 @@
 - `PageViews`: a session's page masters and tier views, derived once and kept in small LRU caches,
   so a page shown at the same tier on the next turn costs nothing and a master PNG is read from the
   store and decoded only when one of its views is missing.
-- `PageEncoder`: vision tokens of pages at their tiers, looked up hot (an LRU on the model's device
-  under a byte budget), then in the store's cache (codec bytes keyed by page hash, model and tier),
+- `PageEncoder`: vision tokens of pages at their tiers, looked up hot (an LRU in this process under
+  a byte budget: tensors the model encoded stay where it put them, those read back from the store are
+  on the CPU and copied to the device by whoever uses them), then in the store's cache (codec bytes keyed by page hash, model and tier),
   and only then encoded: batched per tier, identical pages once, written back to both caches.
 
 Chat memory, document QA and the native LangChain chat model all go through these two classes.
@@ -161,15 +162,18 @@ class PageViews:
 
 
 _WRITER: Any = None
+_WRITER_LOCK = threading.Lock()
 
 
 def _writer():
     """One background thread per process that saves derived views (PNG encode + store write)."""
     global _WRITER
     if _WRITER is None:
-        from concurrent.futures import ThreadPoolExecutor
+        with _WRITER_LOCK:  # two first calls at once would start two executors
+            if _WRITER is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-        _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optimem-views")
+                _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optimem-views")
     return _WRITER
 
 
@@ -182,7 +186,7 @@ def _decode_png(data: bytes):
 
 
 class VisionCache:
-    """Vision tokens by (page hash, model, tier): hot on the device under `hot_bytes`, then the store."""
+    """Vision tokens by (page hash, model, tier): hot in this process under `hot_bytes`, then the store."""
 
     def __init__(self, store: Any, session: str, model_id: str, *, hot_bytes: int = 1 << 30) -> None:
         self.store = store
@@ -253,7 +257,7 @@ class PageEncoder:
 
     @classmethod
     def for_session(cls, backend: Any, store: Any, session: str) -> "PageEncoder":
-        """Hot vision tokens on the device, then the session's cache in the store, then the model."""
+        """Hot vision tokens in this process, then the session's cache in the store, then the model."""
         return cls(backend, VisionCache(store, session, backend.model_id))
 
     def is_hot(self, content_hash: str, tier: str) -> bool:

@@ -99,10 +99,3 @@ class PromptBuilder:
             self._text(prompt, "\n")
         self._text(prompt, f"{USER}: {question}\n\n{ASSISTANT}:")
         return prompt
-
-    def ocr(self, embeds: Any, instruction: str = "Free OCR.") -> NativePrompt:
-        """The reference's plain OCR prompt: BOS, the page's placeholders, "\\n" + instruction."""
-        prompt = NativePrompt([self.ids.bos])
-        self._page(prompt, int(embeds.shape[0]), embeds, "the page")
-        self._text(prompt, f"\n{instruction}")
-        return prompt

@@ -99,6 +99,11 @@ def test_stop_tokens_end_the_reply_like_eos(model, pages):
     assert model.generate_eager(ids, pages, max_new_tokens=12, eos_token_id=stop) == expect
     assert model.generate(ids, pages, max_new_tokens=12, eos_token_id=stop) == expect
     assert model.generate(ids, pages, max_new_tokens=12, stop_token_ids=[NO_EOS, stop]) == expect
+    # decode time per token counts the steps taken: reading the stop token took one
+    st = model.last_generation
+    assert st.new_tokens == len(expect) and st.decode_steps == len(expect)
+    model.generate(ids, pages, max_new_tokens=12, eos_token_id=NO_EOS)
+    assert model.last_generation.new_tokens == 12 and model.last_generation.decode_steps == 11
     assert model.generate(ids, pages, max_new_tokens=0) == []
 
 

@@ -19,7 +19,8 @@ Two steps, because the GPU machine measures and this library's renderer plans:
    Each turn's GPU time = prefill (from the curves, linear interpolation) + 128 decode steps at the
    context length + encoding of pages first shown at a tier. Strategies whose context passes 8,192
    positions (the decoder's trained window) are measured anyway and marked not usable.
-Without either flag it does both (needs CUDA and the renderer on one machine).
+Without either flag it runs the product live (`run_live`, the default): `OpticalMemory` with a
+DeepSeek-OCR backend turn by turn (`--parts`: decode, exact, live), on the GPU.
 """
 
 from __future__ import annotations
@@ -181,8 +182,9 @@ class Costs:
         for p, n, s in self.c["prefix_prefill"]:
             by_p.setdefault(p, []).append([n, s])
         ps = sorted(by_p)
-        # interpolate over new tokens at the two neighbouring prefixes, then over the prefix
-        vals = [[p, _interp(sorted(by_p[p]), new)] for p in ps]
+        # interpolate over new tokens at the two neighbouring prefixes, then over the prefix; below
+        # the first measured prefix, towards no prefix at all (a plain prefill), not towards zero
+        vals = [[0, self.prefill(new)]] + [[p, _interp(sorted(by_p[p]), new)] for p in ps if p > 0]
         return _interp(vals, prefix)
 
     def decode(self, ctx: int) -> float:
@@ -328,7 +330,7 @@ def run(args: argparse.Namespace) -> dict:
         curves = measure_curves(args.tiny)
         Path(args.measure_curves).write_text(json.dumps(curves, indent=1))
         return {"curves": args.measure_curves, "measured": {k: v for k, v in curves.items() if k != "prefix_prefill"}}
-    curves = json.loads(Path(args.curves).read_text()) if args.curves else measure_curves(args.tiny)
+    curves = json.loads(Path(args.curves).read_text())
     costs = Costs(curves)
     table = []
     series = {}
@@ -442,7 +444,8 @@ def decode_speed(model, contexts: list[int], *, eager_upto: int = 32768, new_tok
         row: dict = {"context_tokens": ctx}
         try:
             eng.warmup([ctx + j for j in (1, new_tokens)])
-            model.generate(ids, [], max_new_tokens=new_tokens, eos_token_id=-1, reuse=False)  # warm
+            # measured: warmup() above prepared the decode steps; this prefill may be its shape's first
+            model.generate(ids, [], max_new_tokens=new_tokens, eos_token_id=-1, reuse=False)
             st = model.last_generation
             row.update(prefill_ms=round(1000 * st.prefill_s, 2), decode_ms_per_token=round(st.decode_ms_per_token, 3),
                        graphs=st.graphs)
@@ -522,7 +525,8 @@ def decode_floor(model, ctx: int) -> dict:
         torch.cuda.synchronize()
         bw = 10 * 2 * x.numel() / (start.elapsed_time(end) / 1000)
         out["copy_bandwidth_GBps"] = round(bw / 1e9, 1)
-        # the expert gather copies the chosen rows once more (read + write) before the matmuls read them
+        # with the expert kernel (CUDA) the step reads the chosen experts in place: floor_ms; without
+        # it (the eager path) a gather copies the chosen rows once more (read + write) first
         out["floor_ms"] = round(1000 * (params * el + kv) / bw, 3)
         out["floor_ms_with_expert_gather"] = round(1000 * (params * el + 2 * routed * el + kv) / bw, 3)
         del x, y
@@ -611,15 +615,8 @@ def _pieces(tok, turns: list[dict]) -> list[list[int]]:
 
 def _native_prompt(mem, ctx) -> tuple[list[int], list, list]:
     """(ids, page embeddings, page keys) of the product's prompt for a context."""
-    prompts = getattr(mem.backend, "prompts", None)
-    if callable(prompts):
-        p = prompts().chat(ctx)
-        ids, embeds = list(p.input_ids), list(p.image_embeds)
-    else:  # the prompt builder before issue 14
-        from optimem.context import build_inputs
-
-        inp = build_inputs(ctx, mem.backend.model)
-        ids, embeds = inp["input_ids"], inp["image_embeds"]
+    p = mem.backend.prompts().chat(ctx)
+    ids, embeds = list(p.input_ids), list(p.image_embeds)
     keys = [(p.content_hash, p.tier) for p in ctx.pages]
     return ids, embeds, keys
 
@@ -651,6 +648,7 @@ def live(model, histories: list[int], turns: int, budget: int, reply_tokens: int
       prefix    full text with the previous turn's KV reused;
       full      full text re-prefilled every turn;
       truncate  the most recent turns that fit the budget, re-prefilled."""
+    import shutil
     import tempfile
     import time
 
@@ -751,6 +749,10 @@ def live(model, histories: list[int], turns: int, budget: int, reply_tokens: int
                 rows.append(row)
             if session is not None:
                 eng.release(session)
+            if mem is not None:  # its store (pages, vision-token cache) can reach hundreds of MB
+                mem.wait_ahead()
+                mem.store.close()
+                shutil.rmtree(tmp, ignore_errors=True)
             if model.device.type == "cuda":
                 torch.cuda.empty_cache()
         rows.append({"history_tokens": H, "strategy": "_conversation", "turns": len(conv), "text_tokens": hist_tokens})
@@ -872,7 +874,7 @@ def live_plot(live_result: dict, out: Path) -> Path:
     hists = sorted({r["history_tokens"] for r in rows})
     strategies = ["optimem", "truncate", "prefix", "full"]
     phases = [("context_ms", "context(): seal + plan + encode"), ("prompt_ms", "prompt"), ("prefill_ms", "prefill"),
-              ("decode_ms", "decode (127 tokens)")]
+              ("decode_ms", f"decode ({live_result.get('reply_tokens', REPLY_TOKENS) - 1} tokens)")]
     fig, axes = plt.subplots(1, len(hists), figsize=(6 * len(hists), 4.5), squeeze=False)
     for ax, h in zip(axes[0], hists):
         bottom = [0.0] * len(strategies)

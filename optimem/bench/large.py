@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import random
 import subprocess
 import sys
@@ -53,22 +54,46 @@ def pasted_log(chars: int, seed: int = 3) -> str:
 
 
 def _peak_mb() -> float:
+    """This process's resident high-water mark (VmHWM), MB."""
     import resource
 
+    status = _status_kb()
+    if "VmHWM" in status:
+        return status["VmHWM"] / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KB
 
 
-def one_turn(url: str, chars: int, budget: int, questions: int) -> dict[str, Any]:
-    """The scenario, in this process (call it in a fresh one to measure its peak memory)."""
+def _status_kb() -> dict[str, int]:
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) for k, _, v in (ln.partition(":") for ln in lines) if v.strip().endswith("kB")}
+
+
+def _reset_peak() -> float:
+    """Start the high-water mark again from what is resident now (writing 5 to clear_refs), so the
+    peak counts the scenario, not building its input; returns the resident MB now (the base)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return _peak_mb()  # cannot reset: the base is the high-water mark so far (the growth is then low)
+    return _status_kb().get("VmRSS", 0) / 1024
+
+
+def one_turn(url: str, chars: int, budget: int, questions: int, run_id: str = "") -> dict[str, Any]:
+    """The scenario, in this process (call it in a fresh one to measure its peak memory). Sessions
+    are named with `run_id`, so runs against one store (`--store`) never share a session."""
     from optimem import OpticalMemory
     from optimem.policies import PolicyError
 
-    warm = OpticalMemory("warm", url)  # fonts, tokenizer, a first page: loaded before measuring
+    warm = OpticalMemory(f"warm{run_id}", url)  # fonts, tokenizer, a first page: loaded before measuring
     warm.add("user", "warm up " * 200)
     warm.context(budget)
     text = pasted_log(chars)
-    base = _peak_mb()
-    mem = OpticalMemory("large", url)
+    base = _reset_peak()  # building the text peaks at several times its size: not the scenario's
+    session = f"large{run_id}"
+    mem = OpticalMemory(session, url)
     mem.add("user", "hi, here is the log of last night's incident")
     big = mem.add("user", text)
     calls: list[dict[str, Any]] = []
@@ -93,34 +118,48 @@ def one_turn(url: str, chars: int, budget: int, questions: int) -> dict[str, Any
             "pages_of_turn_shown": sum(1 for p in ctx.pages if big in p.turns),
         })
     return {
-        "chars": len(text), "budget": budget, "pages_sealed": mem.store.next_page("large"),
+        "chars": len(text), "budget": budget, "pages_sealed": mem.store.next_page(session),
         "first_context_s": round(first_s, 1) if first_s is not None else None,
         "base_mb": round(base, 1), "peak_mb": round(_peak_mb(), 1), "grown_mb": round(_peak_mb() - base, 1),
         "policy_errors": len(errors), "errors": errors[:3], "calls": calls,
     }
 
 
-def _child(url: str, chars: int, budget: int, questions: int, out) -> None:
+def _child(url: str, chars: int, budget: int, questions: int, run_id: str, out) -> None:
     try:
-        out.put(one_turn(url, chars, budget, questions))
+        out.put(one_turn(url, chars, budget, questions, run_id))
     except BaseException as exc:  # the parent reports it; a child's traceback alone would be lost
         out.put({"error": f"{type(exc).__name__}: {exc}"})
         raise
 
 
-def in_fresh_process(url: str, chars: int, budget: int, questions: int, timeout: float = 3600) -> dict[str, Any]:
-    """`one_turn` in a spawned process (its own peak memory); its result document."""
+def in_fresh_process(url: str, chars: int, budget: int, questions: int, timeout: float = 3600,
+                     run_id: str = "") -> dict[str, Any]:
+    """`one_turn` in a spawned process (its own peak memory); its result document, or one with an
+    `error` when the child died without a word (killed for memory, say) or ran past `timeout`."""
+    import queue
+
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    p = ctx.Process(target=_child, args=(url, chars, budget, questions, out))
+    p = ctx.Process(target=_child, args=(url, chars, budget, questions, run_id, out))
     p.start()
+    deadline = time.monotonic() + timeout
     try:
-        result = out.get(timeout=timeout)
+        while True:
+            try:
+                return out.get(timeout=1)
+            except queue.Empty:
+                if not p.is_alive():
+                    try:  # it may have put its result just before exiting
+                        return out.get(timeout=1)
+                    except queue.Empty:
+                        return {"error": f"the measuring process exited with code {p.exitcode} and no result"}
+                if time.monotonic() > deadline:
+                    return {"error": f"the measuring process ran past {timeout:.0f} s"}
     finally:
         p.join(60)
         if p.is_alive():
             p.kill()
-    return result
 
 
 _PEAK = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
@@ -184,7 +223,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cli = cli_runs(Path(tmp), args.plan_mb, args.render_mb, args.budget)
         for i, mb in track(list(enumerate(args.mb)), total=len(args.mb), unit="sizes"):
             url = args.store or f"sqlite:///{Path(tmp) / f'large-{i}.db'}"
-            r = in_fresh_process(url, int(mb * 1_000_000), args.budget, args.questions)
+            r = in_fresh_process(url, int(mb * 1_000_000), args.budget, args.questions,
+                                 run_id=f"-{os.getpid()}-{i}")
             details.append(r)
             if "error" in r:
                 rows.append({"mb": mb, "error": r["error"]})

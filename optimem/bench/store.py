@@ -13,8 +13,8 @@
   seconds per second spent by the clients, by the redis-servers and by everything else on the
   machine (/proc/stat), which says what limits the figure (clients and servers share this machine's
   cores with whatever else runs on it).
-- Failover: writers append to sessions of every master (most with turn keys, retrying a failed
-  append with its key; one on the killed master and one elsewhere without keys, moving on after an
+- Failover: writers append to sessions on the master that is killed and on other masters (most
+  with turn keys, retrying a failed append with its key; one on the killed master and one elsewhere without keys, moving on after an
   error); one master is killed with SIGKILL; its replica is promoted after `cluster-node-timeout`.
   Reported: acknowledged appends lost, duplicates, errors the callers saw, and the time until the
   killed master's sessions took writes again; once with asynchronous replication and once with
@@ -459,13 +459,22 @@ def _start_replica_pair() -> tuple[Any, Any]:
     """A redis-server and a replica of it (REPLICAOF), handed over once the replica's link is up."""
     from optimem.bench.redis_local import LocalRedis
 
-    master, replica = LocalRedis().start(), LocalRedis().start()
-    replica.node.cli("REPLICAOF", "127.0.0.1", str(master.node.port))
-    deadline = time.monotonic() + 30
-    while "master_link_status:up" not in replica.node.cli("INFO", "replication"):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the bench's single-node replica did not sync within 30 s")
-        time.sleep(0.05)
+    master = LocalRedis().start()
+    replica = None
+    try:
+        replica = LocalRedis().start()
+        replica.node.cli("REPLICAOF", "127.0.0.1", str(master.node.port))
+        deadline = time.monotonic() + 30
+        while "master_link_status:up" not in replica.node.cli("INFO", "replication"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bench's single-node replica did not sync within 30 s")
+            time.sleep(0.05)
+    except BaseException:  # the caller has not got them yet: stop both here
+        for server in (replica, master):
+            if server is not None:
+                server.stop()
+                server.cleanup()
+        raise
     return master, replica
 
 

@@ -36,7 +36,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from optimem.errors import ModelError
@@ -73,18 +73,13 @@ class GenerationStats:
     setup_s: float = 0.0  # of which: session switch, prefix match, ids and n-gram keys, embedding + splice
     forward_s: float = 0.0  # of which: the chunked prefill forward
     decode_s: float = 0.0  # the remaining tokens
+    decode_steps: int = 0  # tokens read after the first (a stop token read last counts: it took a step)
     graphs: bool = False
     capacity: int = 0
 
     @property
     def decode_ms_per_token(self) -> float | None:
-        steps = self.new_tokens - 1
-        return 1000 * self.decode_s / steps if steps > 0 else None
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["decode_ms_per_token"] = self.decode_ms_per_token
-        return d
+        return 1000 * self.decode_s / self.decode_steps if self.decode_steps > 0 else None
 
 
 @dataclass
@@ -761,8 +756,7 @@ class DecodeEngine:
                 break
         return m
 
-    def _embed_tail(self, ids: list[int], images: list[tuple[int, int, Any]], tensors: list[Any], start: int,
-                    image_token_id: int):
+    def _embed_tail(self, ids: list[int], images: list[tuple[int, int, Any]], tensors: list[Any], start: int):
         import torch
         import torch.nn.functional as F
 
@@ -806,7 +800,7 @@ class DecodeEngine:
             lo = min(start, self._seq_valid)
             self.seq[lo:P] = torch.tensor(ids[lo:], dtype=torch.long).to(self.device, non_blocking=True)
             self._fill_keys(P, lo)
-            x = self._embed_tail(ids, images, tensors, start, image_token_id)
+            x = self._embed_tail(ids, images, tensors, start)
             ta = time.perf_counter()
             logits = self._prefill(x, start)
             if self.device.type == "cuda":
@@ -842,6 +836,8 @@ class DecodeEngine:
                     if not out:
                         t1 = time.perf_counter()
                         self.stats.prefill_s = t1 - t0
+                    else:
+                        self.stats.decode_steps += 1
                     self._ids.append(tok)
                     self._seq_valid = len(self._ids)
                     if tok in stops:
