@@ -108,11 +108,15 @@ class PageViews:
         """The views of (page index, content hash, tier) triples, the missing ones derived in parallel."""
         with self._lock:
             missing = list({(i, h, t) for i, h, t in refs if (h, t) not in self._views})
-        if len(missing) > 1:
+        # one worker per page: a page's tiers one after the other, so its master is decoded once
+        by_page: dict[str, list[tuple[int, str, str]]] = {}
+        for r in missing:
+            by_page.setdefault(r[1], []).append(r)
+        if len(by_page) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=min(len(missing), max(2, os.cpu_count() or 2))) as pool:
-                list(pool.map(lambda r: self.view(*r), missing))
+            with ThreadPoolExecutor(max_workers=min(len(by_page), max(2, os.cpu_count() or 2))) as pool:
+                list(pool.map(lambda rs: [self.view(*r) for r in rs], by_page.values()))
         return [self.view(*r) for r in refs]
 
     def _stored_key(self, content_hash: str, tier: str) -> str | None:

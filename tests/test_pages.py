@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -69,6 +71,16 @@ def test_views_are_derived_once_and_masters_read_only_when_a_view_is_missing(mas
     assert len(views._views) == 3  # bounded
     views.view(0, "h0", "tiny")  # evicted: derived again from the master, read again
     assert reads.count(0) == 2
+    # many() derives a page's tiers in one worker: each master read (and decoded) once
+    reads.clear()
+
+    def slow_load(i):  # a slow read: two workers on one page would both miss the master
+        time.sleep(0.05)
+        return load(i)
+
+    fresh = PageViews(DEEPSEEK_OCR_V1, slow_load, max_masters=4)
+    fresh.many([(p, f"h{p}", t) for p in range(2) for t in ("tiny", "small", "base")])
+    assert sorted(reads) == [0, 1]
 
 
 class _Backend:
