@@ -309,8 +309,7 @@ class DocumentMemory:
         pages = [ContextPage(p, tier, range(0), self.backend.placeholder_count(tier), stored[p].text_tokens,
                              stored[p].content_hash, self.views) for p, tier, _ in sorted(chosen)]
         if self.backend.has_model:
-            with self.backend.device_lock, self.encoder.lock:  # the order memory's encodes take them in
-                self.encoder.encode(pages)
+            self.encoder.encode(pages)
         return pages
 
     def prompt(self, question: str, chosen: list[tuple[int, str, float]],

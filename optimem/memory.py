@@ -502,9 +502,7 @@ class OpticalMemory:
         stats.update(encode_wait_ms=0.0, encode_ms=0.0, pages_encoded=0)
         if self.backend.has_model if encode is None else encode:
             t = time.perf_counter()
-            # a background batch in flight finishes first; the device lock (taken first, as the
-            # background worker does) keeps the encode off a generation or graph capture on the device
-            with self.backend.device_lock, self.encoder.lock:
+            with self.encoder.held():  # a background batch (or a generation on the device) finishes first
                 t1 = time.perf_counter()
                 before = self.encoder.encoded
                 self.encode_pages(ctx.pages)
@@ -601,13 +599,11 @@ class OpticalMemory:
             by_tier.setdefault(p.tier, []).append(p)
         # small batches: a context() call starting meanwhile waits for one batch at most
         batch = max(min(int(getattr(self.backend, "batch_size", 16)), AHEAD_BATCH), 1)
-        lock = self.backend.device_lock
         for tier, pages in by_tier.items():
             for i in range(0, len(pages), batch):
                 if self._ahead_gen != gen:
                     return
-                with lock, self.encoder.lock:
-                    self.encoder.encode(pages[i : i + batch])
+                self.encoder.encode(pages[i : i + batch])
         self.views.flush()  # the derived views' PNG writes finish here, not during the next turn
 
     # -- the native path --------------------------------------------------------------------------

@@ -4,21 +4,23 @@
   so a page shown at the same tier on the next turn costs nothing and a master PNG is read from the
   store and decoded only when one of its views is missing.
 - `PageEncoder`: vision tokens of pages at their tiers, looked up hot (an LRU in this process under
-  a byte budget: tensors the model encoded stay where it put them, those read back from the store are
-  on the CPU and copied to the device by whoever uses them), then in the store's cache (codec bytes keyed by page hash, model and tier),
-  and only then encoded: batched per tier, identical pages once, written back to both caches.
+  a byte budget: tensors the model encoded stay where it put them, those read back from the store
+  are on the CPU and copied to the device by whoever uses them), then in the store's cache (codec
+  bytes keyed by page hash, model and tier), and only then encoded: batched per tier, identical
+  pages once, written back to both caches.
 
 Chat memory, document QA and the native LangChain chat model all go through these two classes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from optimem.errors import CacheCorruptError, InputError
@@ -250,14 +252,25 @@ class VisionCache:
 class PageEncoder:
     """Fills `embeds` of context pages through the caches; encodes what they miss, batched per tier.
 
-    Calls are serialised by `lock` (a caller and a background worker encoding ahead share the caches);
-    `encoded` counts the pages this encoder sent through the model."""
+    Calls are serialised by `lock` (a caller and a background worker encoding ahead share the caches),
+    taken after the backend's `device_lock` (`held()`: the one order every encode takes them in, so an
+    encode never runs during a generation or graph capture on the device); `encoded` counts the pages
+    this encoder sent through the model."""
 
     def __init__(self, backend: Any, cache: VisionCache) -> None:
         self.backend = backend
         self.cache = cache
         self.lock = threading.RLock()
+        # a backend written before `Backend.device_lock` shares no device with anything of ours
+        self._device_lock = getattr(backend, "device_lock", None) or contextlib.nullcontext()
         self.encoded = 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The device, then this encoder's caches: hold both across several `encode` calls, or to
+        time how long a call waits for work in flight."""
+        with self._device_lock, self.lock:
+            yield
 
     @classmethod
     def for_session(cls, backend: Any, store: Any, session: str) -> "PageEncoder":
@@ -269,7 +282,7 @@ class PageEncoder:
         return self.cache.key(content_hash, tier) in self.cache._hot
 
     def encode(self, pages: Sequence[Any]) -> None:
-        with self.lock:
+        with self.held():
             missing: dict[str, dict[str, list[Any]]] = {}
             for page in pages:
                 embeds = self.cache.get(page.content_hash, page.tier)

@@ -14,8 +14,8 @@
   machine (/proc/stat), which says what limits the figure (clients and servers share this machine's
   cores with whatever else runs on it).
 - Failover: writers append to sessions on the master that is killed and on other masters (most
-  with turn keys, retrying a failed append with its key; one on the killed master and one elsewhere without keys, moving on after an
-  error); one master is killed with SIGKILL; its replica is promoted after `cluster-node-timeout`.
+  with turn keys, retrying a failed append with its key; one on the killed master and one
+  elsewhere without keys, moving on after an error); one master is killed with SIGKILL; its replica is promoted after `cluster-node-timeout`.
   Reported: acknowledged appends lost, duplicates, errors the callers saw, and the time until the
   killed master's sessions took writes again; once with asynchronous replication and once with
   `durable=1` (`WAIT` for one replica).

@@ -108,8 +108,6 @@ class _Thread:
     pngs: OrderedDict = dataclasses.field(default_factory=OrderedDict)  # (hash, tier) -> base64
     last_make: tuple | None = None  # how the newest page of the last request was drawn
     last_sent: dict[int, str] = dataclasses.field(default_factory=dict)  # page -> tier, last request
-    waiting: int = 0  # calls waiting for the lock: background work ahead stops at its next step
-    count_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
@@ -234,19 +232,10 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         thread = self._thread_key(thread_id, config, units)
         st = self._thread(thread, prov)
         report["thread"] = thread
-        with st.count_lock:
-            st.waiting += 1
-        try:
-            st.lock.acquire()
-        finally:
-            with st.count_lock:
-                st.waiting -= 1
-        try:
+        with st.lock:
             committed, tail = units[:-1], units[-1:]
             report["reset"] = self._sync_units(st, committed, tail[0])
             out, extra = self._fit(st, prov, head, committed, tail, tool_schemas)
-        finally:
-            st.lock.release()
         if self.ahead:
             self._schedule_ahead(st, units)
         report.update(extra)
@@ -478,7 +467,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         # drawn without the thread's lock, so a call arriving meanwhile does not wait for an image;
         # none is started once a call is under way (it draws what it needs itself)
         for index, content_hash, tier in wanted:
-            if st.waiting or st.lock.locked():
+            if st.lock.locked():
                 return
             b64 = self._draw_page_b64(st, index, content_hash, tier)
             with st.lock:
@@ -582,13 +571,19 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         tails = [(t, p) for t, p in getattr(plan, "tails", ()) if t < n_units]
         if not tails:
             return None
-        t, p = max(tails)
+        return self._cut_at(st, *max(tails))
+
+    @staticmethod
+    def _cut_at(st: _Thread, t: int, p: int) -> tuple[int, int, int] | None:
+        """Unit `t` cut where page `p` starts drawing it: (t, p, first character of its tail), when
+        page `p` starts inside the unit (or is the open page after the last sealed one, which the
+        unit continues onto)."""
         if 0 < p < len(st.pages):
             s0 = st.pages[p][1][0]
             if s0["turn"] == t and s0.get("continued", s0["start"] > 0):
                 return t, p, s0["start"]
         elif p == len(st.pages) and p:
-            last = st.pages[-1][1][-1]
+            last = st.pages[p - 1][1][-1]  # (pages are keyed by index)
             if last["turn"] == t and last["continues"]:
                 return t, p, last["end"]
         return None
@@ -682,10 +677,7 @@ class OpticalCompressor(RunnableSerializable[Any, list[BaseMessage]]):
         last = st.pages[p][1][-1]
         if last["turn"] != first or not last["continues"]:
             return None  # the page ends where the unit before ends: it is whole already
-        if p + 1 < len(st.pages):
-            s0 = st.pages[p + 1][1][0]
-            return (first, p + 1, s0["start"]) if s0["turn"] == first else None
-        return first, p + 1, last["end"]
+        return self._cut_at(st, first, p + 1)
 
     def _snap(self, st: _Thread, planned: int, limit: int) -> int:
         """Where the text part starts: always at a page's cut (the first unit not wholly on that page
